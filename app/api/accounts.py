@@ -1,0 +1,232 @@
+"""REST controllers of the account resources: me, organizations, users, API clients, tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.exceptions import NotFoundError
+from advanced_alchemy.filters import LimitOffset, OrderBy
+from advanced_alchemy.service import OffsetPagination
+from litestar import Controller, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.api.deps import org_users, provide_accounts, provide_api_clients, provide_organizations, provide_tokens
+from app.tenants import schemas
+from app.tenants.guards import requires_org_admin, requires_sysadmin, requires_user
+from app.tenants.models import Organization, Role, User
+from app.tenants.principal import Principal
+from app.tenants.services import (
+    AccountService,
+    ApiClientService,
+    OrganizationService,
+    TokenService,
+    UserService,
+    ValidationProblem,
+    _check_role_assignment,
+)
+
+NEWEST = OrderBy(field_name="created_at", sort_order="desc")
+
+
+def _changes(data: msgspec.Struct) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+
+
+class MeController(Controller):
+    path = "/me"
+    tags = ["me"]
+
+    @get("", summary="The caller: user or client, organization, role, scopes")
+    async def me(self, principal: Principal, db_session: AsyncSession) -> schemas.Me:
+        org = await db_session.get(Organization, principal.organization_id) if principal.organization_id else None
+        return schemas.Me(
+            kind=principal.kind,
+            id=principal.id,
+            name=principal.name,
+            email=principal.email,
+            role=principal.role.value,  # type: ignore[arg-type]
+            organization=msgspec.convert(org, schemas.Organization, from_attributes=True) if org else None,
+            scopes=sorted(principal.scopes),
+        )
+
+
+class OrganizationController(Controller):
+    path = "/organizations"
+    tags = ["organizations"]
+    guards = [requires_sysadmin]
+    dependencies = {"organizations": Provide(provide_organizations, sync_to_thread=False)}
+
+    @get("", summary="List organizations")
+    async def list_organizations(
+        self, organizations: OrganizationService, limit_offset: LimitOffset
+    ) -> OffsetPagination[schemas.Organization]:
+        items, total = await organizations.list_and_count(limit_offset, NEWEST)
+        return organizations.to_schema(items, total, filters=[limit_offset], schema_type=schemas.Organization)
+
+    @post("", summary="Create an organization")
+    async def create_organization(
+        self, organizations: OrganizationService, data: schemas.OrganizationCreate
+    ) -> schemas.Organization:
+        org = await organizations.create(msgspec.structs.asdict(data))
+        return organizations.to_schema(org, schema_type=schemas.Organization)
+
+    @get("/{organization_id:uuid}", summary="Get an organization")
+    async def get_organization(self, organizations: OrganizationService, organization_id: UUID) -> schemas.Organization:
+        return organizations.to_schema(await organizations.get(organization_id), schema_type=schemas.Organization)
+
+    @patch("/{organization_id:uuid}", summary="Update (rename, suspend, change plan of) an organization")
+    async def update_organization(
+        self, organizations: OrganizationService, organization_id: UUID, data: schemas.OrganizationUpdate
+    ) -> schemas.Organization:
+        org = await organizations.update(_changes(data), item_id=organization_id)
+        return organizations.to_schema(org, schema_type=schemas.Organization)
+
+    @delete("/{organization_id:uuid}", summary="Delete an organization and all its data")
+    async def delete_organization(self, organizations: OrganizationService, organization_id: UUID) -> None:
+        await organizations.delete(organization_id)
+
+
+class UserController(Controller):
+    """Org admins manage their organization's users; a sysadmin manages anyone's."""
+
+    path = "/users"
+    tags = ["users"]
+    guards = [requires_org_admin]
+    dependencies = {"accounts": Provide(provide_accounts, sync_to_thread=False)}
+
+    async def _target(self, db_session: AsyncSession, principal: Principal, user_id: UUID) -> UserService | AccountService:
+        if not principal.is_sysadmin:
+            return org_users(db_session, principal)
+        user = await db_session.get(User, user_id)
+        if user is None:
+            raise NotFoundError("User not found")
+        if user.organization_id is None:
+            return AccountService(session=db_session)
+        return UserService(session=db_session, organization_id=user.organization_id)
+
+    @get("", summary="List users")
+    async def list_users(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        accounts: AccountService,
+        limit_offset: LimitOffset,
+        organization_id: Annotated[UUID | None, Parameter(query="organization_id")] = None,
+    ) -> OffsetPagination[schemas.User]:
+        service: UserService | AccountService
+        service = accounts if principal.is_sysadmin and organization_id is None else org_users(
+            db_session, principal, organization_id
+        )
+        items, total = await service.list_and_count(limit_offset, NEWEST)
+        return service.to_schema(items, total, filters=[limit_offset], schema_type=schemas.User)
+
+    @post("", summary="Create a user")
+    async def create_user(
+        self, db_session: AsyncSession, principal: Principal, accounts: AccountService, data: schemas.UserCreate
+    ) -> schemas.User:
+        _check_role_assignment(principal, data.role)
+        body = msgspec.structs.asdict(data)
+        org_id = body.pop("organization_id")
+        if data.role == Role.SYSADMIN:
+            if org_id is not None:
+                raise ValidationProblem("A sysadmin belongs to no organization.", "organization_id")
+            user = await accounts.create(body)
+            return accounts.to_schema(user, schema_type=schemas.User)
+        if principal.is_sysadmin:
+            if org_id is None:
+                raise ValidationProblem("organization_id is required.", "organization_id")
+            if await db_session.get(Organization, org_id) is None:
+                raise NotFoundError("Organization not found")
+        elif org_id is not None and org_id != principal.organization_id:
+            raise NotFoundError("Organization not found")
+        service = org_users(db_session, principal, org_id)
+        user = await service.create(body)
+        return service.to_schema(user, schema_type=schemas.User)
+
+    @get("/{user_id:uuid}", summary="Get a user")
+    async def get_user(self, db_session: AsyncSession, principal: Principal, user_id: UUID) -> schemas.User:
+        service = await self._target(db_session, principal, user_id)
+        return service.to_schema(await service.get(user_id), schema_type=schemas.User)
+
+    @patch("/{user_id:uuid}", summary="Update a user (name, email, role, password, active)")
+    async def update_user(
+        self, db_session: AsyncSession, principal: Principal, user_id: UUID, data: schemas.UserUpdate
+    ) -> schemas.User:
+        service = await self._target(db_session, principal, user_id)
+        user = await service.update_user(principal, user_id, _changes(data))
+        return service.to_schema(user, schema_type=schemas.User)
+
+    @delete("/{user_id:uuid}", summary="Remove a user")
+    async def delete_user(self, db_session: AsyncSession, principal: Principal, user_id: UUID) -> None:
+        service = await self._target(db_session, principal, user_id)
+        await service.remove_user(principal, user_id)
+
+
+class ApiClientController(Controller):
+    path = "/clients"
+    tags = ["API clients"]
+    guards = [requires_org_admin]
+    dependencies = {"clients": Provide(provide_api_clients, sync_to_thread=False)}
+
+    @get("", summary="List API clients")
+    async def list_clients(self, clients: ApiClientService, limit_offset: LimitOffset) -> OffsetPagination[schemas.ApiClient]:
+        items, total = await clients.list_and_count(limit_offset, NEWEST)
+        return clients.to_schema(items, total, filters=[limit_offset], schema_type=schemas.ApiClient)
+
+    @post("", summary="Create an API client (the secret is returned once)")
+    async def create_client(
+        self, clients: ApiClientService, principal: Principal, data: schemas.ApiClientCreate
+    ) -> schemas.ApiClient:
+        client, secret = await clients.create_client(principal, data.name, data.scopes)
+        out = clients.to_schema(client, schema_type=schemas.ApiClient)
+        out.client_secret = secret
+        return out
+
+    @get("/{client_id:uuid}", summary="Get an API client")
+    async def get_client(self, clients: ApiClientService, client_id: UUID) -> schemas.ApiClient:
+        return clients.to_schema(await clients.get(client_id), schema_type=schemas.ApiClient)
+
+    @delete("/{client_id:uuid}", summary="Revoke an API client and its tokens")
+    async def revoke_client(self, clients: ApiClientService, client_id: UUID) -> None:
+        await clients.revoke(client_id)
+
+
+class TokenController(Controller):
+    """Personal access tokens of the calling user."""
+
+    path = "/tokens"
+    tags = ["tokens"]
+    guards = [requires_user]
+    dependencies = {"tokens": Provide(provide_tokens, sync_to_thread=False)}
+
+    @get("", summary="List my personal access tokens")
+    async def list_tokens(
+        self, tokens: TokenService, principal: Principal, limit_offset: LimitOffset
+    ) -> OffsetPagination[schemas.PersonalToken]:
+        items, total = await tokens.list_and_count(*tokens.for_user(principal.id), limit_offset, NEWEST)
+        return tokens.to_schema(items, total, filters=[limit_offset], schema_type=schemas.PersonalToken)
+
+    @post("", summary="Create a personal access token (returned once)")
+    async def create_token(
+        self, tokens: TokenService, principal: Principal, db_session: AsyncSession, data: schemas.PersonalTokenCreate
+    ) -> schemas.PersonalToken:
+        user = await db_session.get(User, principal.id)
+        if user is None:  # pragma: no cover - the principal was just loaded
+            raise NotFoundError("User not found")
+        scopes = data.scopes if data.scopes is not None else sorted(principal.scopes)
+        token, raw = await tokens.create_personal(user, data.name, scopes, data.expires_in_days)
+        out = tokens.to_schema(token, schema_type=schemas.PersonalToken)
+        out.token = raw
+        return out
+
+    @get("/{token_id:uuid}", summary="Get one of my tokens")
+    async def get_token(self, tokens: TokenService, principal: Principal, token_id: UUID) -> schemas.PersonalToken:
+        return tokens.to_schema(await tokens.get_personal(principal.id, token_id), schema_type=schemas.PersonalToken)
+
+    @delete("/{token_id:uuid}", summary="Revoke one of my tokens")
+    async def revoke_token(self, tokens: TokenService, principal: Principal, token_id: UUID) -> None:
+        await tokens.revoke_personal(principal.id, token_id)

@@ -1,0 +1,56 @@
+"""Dependencies shared by the API controllers: the principal, pagination, services."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.filters import LimitOffset
+from litestar import Request
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.tenants.guards import principal_of
+from app.tenants.principal import Principal
+from app.tenants.services import AccountService, ApiClientService, OrganizationService, TokenService, UserService
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    return principal_of(request)
+
+
+def provide_limit_offset(
+    limit: int = Parameter(query="limit", ge=1, le=500, default=50, description="Page size (≤ 500)."),
+    offset: int = Parameter(query="offset", ge=0, default=0, description="Items to skip."),
+) -> LimitOffset:
+    return LimitOffset(limit=limit, offset=offset)
+
+
+def provide_organizations(db_session: AsyncSession) -> OrganizationService:
+    return OrganizationService(session=db_session)
+
+
+def provide_accounts(db_session: AsyncSession) -> AccountService:
+    return AccountService(session=db_session)
+
+
+def provide_tokens(db_session: AsyncSession) -> TokenService:
+    return TokenService(session=db_session)
+
+
+def org_users(db_session: AsyncSession, principal: Principal, organization_id: UUID | None = None) -> UserService:
+    """Users of the caller's organization; a sysadmin names the organization instead."""
+    org = organization_id if principal.is_sysadmin and organization_id else principal.organization_id
+    if org is None:
+        from app.tenants.services import ValidationProblem
+
+        raise ValidationProblem("organization_id is required for a sysadmin.", "organization_id")
+    return UserService(session=db_session, organization_id=org)
+
+
+def provide_api_clients(db_session: AsyncSession, principal: Principal) -> ApiClientService:
+    if principal.organization_id is None:
+        from app.tenants.services import ValidationProblem
+
+        raise ValidationProblem("API clients belong to an organization; sysadmins have none.")
+    return ApiClientService(session=db_session, organization_id=principal.organization_id)

@@ -1,0 +1,83 @@
+"""RFC 9457 problem details for every error of ``/api`` (and JSON errors for ``/oauth``)."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from advanced_alchemy.exceptions import (
+    DuplicateKeyError,
+    ForeignKeyError,
+    IntegrityError,
+    NotFoundError,
+    RepositoryError,
+)
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from app.logging import get_logger
+from app.tenants.services import Conflict, Forbidden, ValidationProblem
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, detail: str, errors: list[dict[str, Any]] | None = None, **extra: Any) -> Response[Any]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    headers = extra.pop("headers", None) or {}
+    body.update(extra)
+    return Response(content=body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_errors(extra: Any) -> list[dict[str, Any]]:
+    errors: list[dict[str, Any]] = []
+    if isinstance(extra, list):
+        for item in extra:
+            if isinstance(item, dict):
+                errors.append(
+                    {
+                        "field": item.get("key"),
+                        "message": item.get("message"),
+                        "source": item.get("source"),
+                    }
+                )
+    return errors
+
+
+def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dict[str, str]]:
+    """(status, detail, field errors, headers) for any exception."""
+    if isinstance(exc, ValidationException):
+        detail = exc.detail or "Validation failed"
+        return exc.status_code, detail, _validation_errors(exc.extra), dict(exc.headers or {})
+    if isinstance(exc, HTTPException):
+        return exc.status_code, exc.detail, None, dict(exc.headers or {})
+    if isinstance(exc, ValidationProblem):
+        errors = [{"field": exc.field, "message": exc.detail, "source": "body"}] if exc.field else None
+        return 422, exc.detail, errors, {}
+    if isinstance(exc, Forbidden):
+        return 403, str(exc), None, {}
+    if isinstance(exc, NotFoundError):
+        return 404, "Not found.", None, {}
+    if isinstance(exc, Conflict):
+        return 409, str(exc), None, {}
+    if isinstance(exc, DuplicateKeyError | IntegrityError | ForeignKeyError):
+        return 409, "This conflicts with existing data.", None, {}
+    if isinstance(exc, RepositoryError):
+        return 409, "The request could not be applied to the current data.", None, {}
+    return HTTP_500_INTERNAL_SERVER_ERROR, "Internal server error.", None, {}
+
+
+def api_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    status, detail, errors, headers = classify(exc)
+    if status >= 500:
+        log.exception("unhandled error", path=request.url.path, method=request.method)
+    return problem(status, detail, errors, headers=headers)

@@ -1,0 +1,28 @@
+"""The ``/api/v1`` router: bearer authentication, problem details, pagination."""
+
+from __future__ import annotations
+
+from litestar import Router
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+
+from app.api.accounts import ApiClientController, MeController, OrganizationController, TokenController, UserController
+from app.api.deps import provide_limit_offset, provide_principal
+from app.api.errors import api_exception_handler
+from app.tenants.auth import BearerAuthMiddleware
+
+API_CONTROLLERS = [MeController, OrganizationController, UserController, ApiClientController, TokenController]
+
+
+def make_api_router() -> Router:
+    return Router(
+        path="/api/v1",
+        route_handlers=API_CONTROLLERS,
+        middleware=[DefineMiddleware(BearerAuthMiddleware)],
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "limit_offset": Provide(provide_limit_offset, sync_to_thread=False),
+        },
+        exception_handlers={Exception: api_exception_handler},
+        security=[{"BearerToken": []}],
+    )

@@ -1,0 +1,163 @@
+"""Settings read from ``VOLUBLE_*`` environment variables (and a ``.env`` file), with local defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(f"VOLUBLE_{name}", default)
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    raw = _env(name, "")
+    if not raw:
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, "")
+    return int(raw) if raw.strip() else default
+
+
+def _var_dir() -> Path:
+    path = Path(_env("VAR_DIR", str(BASE_DIR / "var")))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _secret_key(var_dir: Path) -> str:
+    """The configured secret, or one generated once into ``var/secret_key`` (mode 600)."""
+    configured = _env("SECRET_KEY")
+    if configured:
+        return configured
+    key_file = var_dir / "secret_key"
+    if not key_file.exists():
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return key_file.read_text().strip()
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    echo: bool = False
+    pool_size: int = 10
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str
+    embedded: bool  # True when no VOLUBLE_REDIS_URL was given
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = "http://127.0.0.1:8000"
+    secure_cookies: bool = False
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    secret_key: str
+    session_max_age: int = 60 * 60 * 12
+    login_max_failures_account: int = 5
+    login_max_failures_ip: int = 20
+    login_window_seconds: int = 15 * 60
+    reset_token_ttl_seconds: int = 60 * 60
+    access_token_ttl_seconds: int = 60 * 60
+    allow_private_targets: bool = False
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    backend: str = "log"  # "log" writes mails to the log; "smtp" sends them
+    host: str = "127.0.0.1"
+    port: int = 25
+    username: str = ""
+    password: str = field(default="", repr=False)
+    security: str = "none"  # none | starttls | tls
+    from_address: str = "voluble@localhost"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 10
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings
+    redis: RedisSettings
+    server: ServerSettings
+    security: SecuritySettings
+    mail: MailSettings
+    worker: WorkerSettings
+    var_dir: Path
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        load_dotenv(BASE_DIR / ".env", override=False)
+        var_dir = _var_dir()
+        host = _env("HOST", "127.0.0.1")
+        port = _env_int("PORT", 8000)
+        public_url = _env("PUBLIC_URL", f"http://{host}:{port}").rstrip("/")
+        redis_url = _env("REDIS_URL")
+        return cls(
+            database=DatabaseSettings(
+                url=_env("DATABASE_URL", f"sqlite+aiosqlite:///{var_dir / 'voluble.db'}"),
+                echo=_env_bool("DATABASE_ECHO"),
+                pool_size=_env_int("DATABASE_POOL_SIZE", 10),
+            ),
+            redis=RedisSettings(url=redis_url or "redis://127.0.0.1:6379/0", embedded=not redis_url),
+            server=ServerSettings(
+                host=host,
+                port=port,
+                public_url=public_url,
+                secure_cookies=_env_bool("SECURE_COOKIES", public_url.startswith("https://")),
+                max_body_bytes=_env_int("MAX_BODY_BYTES", 1_048_576),
+            ),
+            security=SecuritySettings(
+                secret_key=_secret_key(var_dir),
+                session_max_age=_env_int("SESSION_MAX_AGE", 60 * 60 * 12),
+                login_max_failures_account=_env_int("LOGIN_MAX_FAILURES", 5),
+                login_max_failures_ip=_env_int("LOGIN_MAX_FAILURES_IP", 20),
+                login_window_seconds=_env_int("LOGIN_WINDOW_SECONDS", 15 * 60),
+                reset_token_ttl_seconds=_env_int("RESET_TOKEN_TTL", 60 * 60),
+                access_token_ttl_seconds=_env_int("ACCESS_TOKEN_TTL", 60 * 60),
+                allow_private_targets=_env_bool("ALLOW_PRIVATE_TARGETS"),
+            ),
+            mail=MailSettings(
+                backend=_env("MAIL_BACKEND", "log"),
+                host=_env("SMTP_HOST", "127.0.0.1"),
+                port=_env_int("SMTP_PORT", 25),
+                username=_env("SMTP_USERNAME"),
+                password=_env("SMTP_PASSWORD"),
+                security=_env("SMTP_SECURITY", "none"),
+                from_address=_env("MAIL_FROM", "voluble@localhost"),
+            ),
+            worker=WorkerSettings(concurrency=_env_int("WORKER_CONCURRENCY", 10)),
+            var_dir=var_dir,
+            log_level=_env("LOG_LEVEL", "INFO").upper(),
+            log_json=_env_bool("LOG_JSON"),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()

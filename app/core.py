@@ -1,0 +1,146 @@
+"""The one core plugin: wires settings, database, Redis, queues, sessions, CSRF, templates and routes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from click import Group
+from litestar import Litestar, Request, Response
+from litestar.config.app import AppConfig
+from litestar.config.csrf import CSRFConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware.session.client_side import CookieBackendConfig
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
+from litestar.plugins.flash import FlashConfig, FlashPlugin
+from litestar.plugins.htmx import HTMXPlugin
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from redis.asyncio import Redis
+from saq import Queue
+
+from app import __version__
+from app.api.errors import api_exception_handler
+from app.api.router import make_api_router
+from app.api.system import health, oauth_token, ready
+from app.config import BASE_DIR, Settings
+from app.db.config import make_sqlalchemy_config
+from app.logging import configure_logging
+from app.web.errors import web_exception_handler
+from app.web.router import make_web_router
+from app.worker.queues import make_queue
+
+JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema")
+
+
+def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if request.url.path.startswith(JSON_PREFIXES):
+        return api_exception_handler(request, exc)
+    return web_exception_handler(request, exc)
+
+
+def _provide_settings(state: State) -> Settings:
+    return state.settings  # type: ignore[no-any-return]
+
+
+def _provide_redis(state: State) -> Redis:
+    return state.redis  # type: ignore[no-any-return]
+
+
+def _provide_queue(state: State) -> Queue:
+    return state.queue  # type: ignore[no-any-return]
+
+
+class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sqlalchemy = make_sqlalchemy_config(settings)
+
+    def on_cli_init(self, cli: Group) -> None:
+        from app.cli import register_commands
+
+        register_commands(cli)
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        settings = self.settings
+        configure_logging(settings.log_level, settings.log_json)
+        key = hashlib.sha256(("session:" + settings.security.secret_key).encode()).digest()
+        not_browser = ["/api", "/oauth", "/hooks", "/static", "/schema", "/health", "/ready"]
+
+        @asynccontextmanager
+        async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+            app.state.redis = Redis.from_url(settings.redis.url)
+            app.state.queue = make_queue(settings)
+            await app.state.queue.connect()
+            try:
+                yield
+            finally:
+                await app.state.queue.disconnect()
+                await app.state.redis.aclose()
+
+        app_config.lifespan.append(lifespan)
+        templates = TemplateConfig(directory=BASE_DIR / "templates", engine=JinjaTemplateEngine)
+        app_config.template_config = templates
+        app_config.plugins.extend(
+            [SQLAlchemyPlugin(config=self.sqlalchemy), HTMXPlugin(), FlashPlugin(config=FlashConfig(templates))]
+        )
+        app_config.csrf_config = CSRFConfig(
+            secret=settings.security.secret_key,
+            cookie_name="voluble_csrf",
+            cookie_secure=settings.server.secure_cookies,
+            cookie_httponly=True,
+            header_name="x-csrftoken",
+            exclude=not_browser,
+        )
+        app_config.middleware.append(
+            CookieBackendConfig(
+                secret=key,
+                key="voluble_session",
+                httponly=True,
+                samesite="lax",
+                secure=settings.server.secure_cookies,
+                max_age=settings.security.session_max_age,
+                exclude=not_browser,
+            ).middleware
+        )
+        app_config.route_handlers.extend(
+            [
+                health,
+                ready,
+                oauth_token,
+                make_api_router(),
+                make_web_router(),
+                create_static_files_router(path="/static", directories=[BASE_DIR / "static"], include_in_schema=False),
+            ]
+        )
+        app_config.dependencies.update(
+            {
+                "settings": Provide(_provide_settings, sync_to_thread=False),
+                "redis": Provide(_provide_redis, sync_to_thread=False),
+                "queue": Provide(_provide_queue, sync_to_thread=False),
+            }
+        )
+        app_config.exception_handlers[Exception] = exception_handler
+        app_config.request_max_body_size = settings.server.max_body_bytes
+        app_config.openapi_config = OpenAPIConfig(
+            title="Voluble API",
+            version=__version__,
+            description="Multi-tenant messaging with servicechain fallback. Authenticate with a Bearer token.",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(type="http", scheme="bearer", description="OAuth or personal token")
+                }
+            ),
+        )
+        app_config.state = State({**app_config.state, "settings": settings})
+        return app_config

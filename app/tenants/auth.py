@@ -1,0 +1,96 @@
+"""Turning credentials into a :class:`Principal`: bearer tokens (API) and session cookies (browser)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.tenants.models import ApiClient, Organization, Role, User
+from app.tenants.principal import ROLE_SCOPES, Principal
+from app.tenants.services import TokenService, utcnow
+
+
+def session_maker(connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
+    return connection.app.state["session_maker_class"]
+
+
+def principal_for_user(user: User, scopes: frozenset[str] | None = None, token_id: UUID | None = None) -> Principal:
+    allowed = ROLE_SCOPES[user.role]
+    return Principal(
+        kind="user",
+        id=user.id,
+        name=user.name,
+        email=user.email,
+        organization_id=user.organization_id,
+        role=user.role,
+        scopes=allowed if scopes is None else allowed & scopes,
+        token_id=token_id,
+    )
+
+
+def check_organization(org: Organization | None, role: Role) -> None:
+    if role != Role.SYSADMIN and (org is None or org.suspended):
+        raise PermissionDeniedException("This organization is suspended.")
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    """``Authorization: Bearer <token>`` for ``/api``: 401 without a live token, 403 if suspended."""
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, raw = header.partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            raise NotAuthorizedException("Missing bearer token.", headers={"WWW-Authenticate": "Bearer"})
+        session: AsyncSession
+        async with session_maker(connection)() as session:
+            resolved = await TokenService(session=session).resolve(raw.strip())
+            if resolved is None:
+                raise NotAuthorizedException(
+                    "Invalid, expired or revoked token.",
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                )
+            token, owner, org = resolved
+            scopes = frozenset(token.scopes)
+            if isinstance(owner, ApiClient):
+                check_organization(org, Role.USER)
+                principal = Principal(
+                    kind="client",
+                    id=owner.id,
+                    name=owner.name,
+                    organization_id=owner.organization_id,
+                    role=Role.USER if "users:admin" not in scopes else Role.ORG_ADMIN,
+                    scopes=scopes & frozenset(owner.scopes),
+                    token_id=token.id,
+                )
+            else:
+                check_organization(org, owner.role)
+                principal = principal_for_user(owner, scopes, token.id)
+            token.last_used_at = utcnow()
+            await session.commit()
+        return AuthenticationResult(user=principal, auth=token.id)
+
+
+async def principal_from_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The logged-in browser user, or None. A stale session (password changed) counts as logged out."""
+    data = connection.scope.get("session") or {}
+    uid = data.get("uid")
+    if not uid:
+        return None
+    try:
+        user_id = UUID(uid)
+    except ValueError:
+        return None
+    async with session_maker(connection)() as session:
+        user = await session.get(User, user_id)
+        if user is None or not user.is_active or user.session_version != data.get("sv"):
+            return None
+        if user.role != Role.SYSADMIN:
+            org = await session.get(Organization, user.organization_id) if user.organization_id else None
+            if org is None or org.suspended:
+                return None
+        return principal_for_user(user)

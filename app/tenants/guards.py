@@ -1,0 +1,48 @@
+"""Guards: authentication state, roles and OAuth scopes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from app.tenants.principal import Principal
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    user = connection.scope.get("user")
+    if not isinstance(user, Principal):
+        raise NotAuthorizedException("Authentication required.")
+    return user
+
+
+def requires_principal(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    principal_of(connection)
+
+
+def requires_sysadmin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if not principal_of(connection).is_sysadmin:
+        raise PermissionDeniedException("This needs the sysadmin role.")
+
+
+def requires_org_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    principal = principal_of(connection)
+    if not principal.is_org_admin or not principal.has_scope("users:admin"):
+        raise PermissionDeniedException("This needs the org_admin role and the users:admin scope.")
+
+
+def requires_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if principal_of(connection).kind != "user":
+        raise PermissionDeniedException("Only a user (not an API client) can do this.")
+
+
+def requires_scope(*scopes: str) -> Any:
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = principal_of(connection)
+        missing = [s for s in scopes if not principal.has_scope(s)]
+        if missing:
+            raise PermissionDeniedException(f"Missing scope: {' '.join(missing)}")
+
+    return guard

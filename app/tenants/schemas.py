@@ -1,0 +1,121 @@
+"""Request and response types of the account resources (msgspec)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+RoleName = Literal["sysadmin", "org_admin", "user"]
+PlanName = Literal["PAY_IN_ADVANCE", "PAYG"]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Password = Annotated[str, msgspec.Meta(min_length=10, max_length=1024)]
+Credits = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+ScopeList = Annotated[list[str], msgspec.Meta(max_length=20)]
+
+
+class Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Request bodies refuse unknown fields."""
+
+
+class Organization(msgspec.Struct):
+    id: UUID
+    name: str
+    plan: PlanName
+    credits: int
+    suspended: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrganizationCreate(Struct):
+    name: Name
+    plan: PlanName = "PAYG"
+    credits: Credits = 0
+    suspended: bool = False
+
+
+class OrganizationUpdate(Struct):
+    name: Name | UnsetType = UNSET
+    plan: PlanName | UnsetType = UNSET
+    credits: Credits | UnsetType = UNSET
+    suspended: bool | UnsetType = UNSET
+
+
+class User(msgspec.Struct):
+    id: UUID
+    email: str
+    name: str
+    role: RoleName
+    organization_id: UUID | None
+    is_active: bool
+    last_login_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserCreate(Struct):
+    email: Email
+    name: Name
+    role: RoleName = "user"
+    password: Password | None = None
+    organization_id: UUID | None = None
+
+
+class UserUpdate(Struct):
+    email: Email | UnsetType = UNSET
+    name: Name | UnsetType = UNSET
+    role: RoleName | UnsetType = UNSET
+    password: Password | UnsetType = UNSET
+    is_active: bool | UnsetType = UNSET
+
+
+class ApiClient(msgspec.Struct):
+    id: UUID
+    organization_id: UUID
+    name: str
+    client_id: str
+    scopes: list[str]
+    revoked: bool
+    created_at: datetime
+    updated_at: datetime
+    client_secret: str | UnsetType = UNSET
+
+
+class ApiClientCreate(Struct):
+    name: Name
+    scopes: ScopeList
+
+
+class PersonalToken(msgspec.Struct):
+    id: UUID
+    name: str
+    prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked: bool
+    created_at: datetime
+    updated_at: datetime
+    token: str | UnsetType = UNSET
+
+
+class PersonalTokenCreate(Struct):
+    name: Name
+    scopes: ScopeList | None = None
+    expires_in_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None = 90
+
+
+class Me(msgspec.Struct):
+    kind: Literal["user", "client"]
+    id: UUID
+    name: str
+    email: str | None
+    role: RoleName
+    organization: Organization | None
+    scopes: list[str]
+

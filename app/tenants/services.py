@@ -1,0 +1,369 @@
+"""Business rules of organizations, users, API clients and tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from advanced_alchemy.exceptions import NotFoundError
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService, is_dict
+from sqlalchemy import select
+
+from app.tenants.models import (
+    AccessToken,
+    ApiClient,
+    Organization,
+    PasswordResetToken,
+    Role,
+    TokenKind,
+    User,
+)
+from app.tenants.principal import ROLE_RANK, ROLE_SCOPES, Principal, unknown_scopes
+from app.tenants.scoping import OrgScopedRepository, OrgScopedService
+from app.tenants.security import (
+    hash_password,
+    hash_secret,
+    new_secret,
+    password_needs_rehash,
+    password_problem,
+    verify_password,
+)
+
+
+class ValidationProblem(Exception):
+    """A business-rule violation on input: answered as 422 with field errors."""
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class Forbidden(Exception):
+    """The caller may not do this (403)."""
+
+
+class Conflict(Exception):
+    """The request conflicts with existing data (409)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+# ---------------------------------------------------------------- organizations (instance-wide)
+
+
+class OrganizationRepository(SQLAlchemyAsyncRepository[Organization]):
+    model_type = Organization
+
+
+class OrganizationService(SQLAlchemyAsyncRepositoryService[Organization]):
+    repository_type = OrganizationRepository
+    match_fields = ["name"]
+
+    async def to_model_on_create(self, data: Any) -> Any:
+        if is_dict(data):
+            data["name"] = data["name"].strip()
+            if await self.exists(Organization.name == data["name"]):
+                raise Conflict(f"An organization named {data['name']!r} already exists.")
+        return data
+
+    async def to_model_on_update(self, data: Any) -> Any:
+        if is_dict(data) and "name" in data:
+            data["name"] = data["name"].strip()
+        return data
+
+
+# ---------------------------------------------------------------- users
+
+
+def _check_role_assignment(actor: Principal, role: str) -> None:
+    if Role(role) == Role.SYSADMIN and not actor.is_sysadmin:
+        raise Forbidden("Only a sysadmin can grant the sysadmin role.")
+    if actor.kind == "user" and ROLE_RANK[Role(role)] > ROLE_RANK[actor.role]:
+        raise Forbidden("You cannot grant a role above your own.")
+
+
+class _UserRules:
+    """Rules shared by the organization-scoped and the instance-wide user services."""
+
+    async def _normalise(self, data: Any, *, creating: bool) -> Any:
+        if not is_dict(data):
+            return data
+        if "email" in data:
+            data["email"] = data["email"].strip().lower()
+            if await self.exists(User.email == data["email"]):  # type: ignore[attr-defined]
+                raise Conflict("A user with this email already exists.")
+        password = data.pop("password", None)
+        if password is not None:
+            problem = password_problem(password)
+            if problem:
+                raise ValidationProblem(problem, "password")
+            data["password_hash"] = hash_password(password)
+        return data
+
+    async def to_model_on_create(self, data: Any) -> Any:
+        return await self._normalise(data, creating=True)
+
+    async def update_user(self, actor: Principal, user_id: UUID, changes: dict[str, Any]) -> User:
+        user: User = await self.get(user_id)  # type: ignore[attr-defined]
+        if "role" in changes:
+            _check_role_assignment(actor, changes["role"])
+            if user.role == Role.SYSADMIN and not actor.is_sysadmin:
+                raise Forbidden("Only a sysadmin can change a sysadmin.")
+            if actor.kind == "user" and user.id == actor.id and changes["role"] != user.role:
+                raise Forbidden("You cannot change your own role.")
+            if (user.organization_id is None) != (Role(changes["role"]) == Role.SYSADMIN):
+                raise ValidationProblem("Sysadmins have no organization; organization members cannot be sysadmins.", "role")
+        if "email" in changes and changes["email"].strip().lower() == user.email:
+            changes.pop("email")
+        password_changed = "password" in changes
+        changes = await self._normalise(changes, creating=False)
+        for key, value in changes.items():
+            setattr(user, key, value)
+        if password_changed or changes.get("is_active") is False:
+            user.session_version += 1  # log out every browser session of this user
+        return await self.repository.update(user)  # type: ignore[attr-defined, no-any-return]
+
+    async def remove_user(self, actor: Principal, user_id: UUID) -> None:
+        user: User = await self.get(user_id)  # type: ignore[attr-defined]
+        if actor.kind == "user" and user.id == actor.id:
+            raise Forbidden("You cannot remove yourself.")
+        if user.role == Role.SYSADMIN and not actor.is_sysadmin:
+            raise Forbidden("Only a sysadmin can remove a sysadmin.")
+        await self.delete(user_id)  # type: ignore[attr-defined]
+
+
+class UserRepository(OrgScopedRepository[User]):
+    model_type = User
+
+
+class UserService(_UserRules, OrgScopedService[User]):
+    """Users of one organization (what an org admin manages)."""
+
+    repository_type = UserRepository
+
+class AccountRepository(SQLAlchemyAsyncRepository[User]):
+    model_type = User
+
+
+class AccountService(_UserRules, SQLAlchemyAsyncRepositoryService[User]):
+    """Instance-wide view of accounts: login, sessions, sysadmin tools. Not for tenant listings."""
+
+    repository_type = AccountRepository
+
+    async def get_by_email(self, email: str) -> User | None:
+        return await self.get_one_or_none(User.email == email.strip().lower())
+
+    async def authenticate(self, email: str, password: str) -> User | None:
+        user = await self.get_by_email(email)
+        ok = verify_password(user.password_hash if user else None, password)
+        if not ok or user is None or not user.is_active:
+            return None
+        if user.password_hash and password_needs_rehash(user.password_hash):
+            user.password_hash = hash_password(password)
+        user.last_login_at = utcnow()
+        await self.repository.update(user)
+        return user
+
+    async def set_password(self, user: User, password: str) -> User:
+        problem = password_problem(password)
+        if problem:
+            raise ValidationProblem(problem, "password")
+        user.password_hash = hash_password(password)
+        user.session_version += 1
+        return await self.repository.update(user)
+
+    async def create_or_reset_sysadmin(self, email: str, password: str, name: str = "Sysadmin") -> User:
+        user = await self.get_by_email(email)
+        if user is None:
+            return await self.create(
+                {"email": email, "name": name, "password": password, "role": Role.SYSADMIN}, auto_commit=True
+            )
+        user.role = Role.SYSADMIN
+        user.organization_id = None
+        user.is_active = True
+        await self.set_password(user, password)
+        await self.repository.session.commit()
+        return user
+
+
+# ---------------------------------------------------------------- API clients
+
+
+class ApiClientRepository(OrgScopedRepository[ApiClient]):
+    model_type = ApiClient
+
+
+class ApiClientService(OrgScopedService[ApiClient]):
+    repository_type = ApiClientRepository
+
+    async def create_client(self, actor: Principal, name: str, scopes: list[str]) -> tuple[ApiClient, str]:
+        bad = unknown_scopes(scopes)
+        if bad:
+            raise ValidationProblem(f"Unknown scopes: {', '.join(bad)}", "scopes")
+        if actor.kind == "user":
+            beyond = [s for s in scopes if s not in actor.scopes]
+            if beyond:
+                raise Forbidden(f"You cannot grant scopes you do not hold: {', '.join(beyond)}")
+        secret = new_secret("vcs")
+        client = await self.create(
+            ApiClient(
+                name=name.strip(),
+                client_id=new_secret("vcl", 12),
+                secret_hash=hash_secret(secret),
+                scopes=sorted(set(scopes)),
+                created_by_id=actor.id if actor.kind == "user" else None,
+            )
+        )
+        return client, secret
+
+    async def revoke(self, client_id: UUID) -> ApiClient:
+        client = await self.get(client_id)
+        if client.revoked_at is None:
+            client.revoked_at = utcnow()
+            await self.repository.update(client)
+            tokens = await self.repository.session.scalars(
+                select(AccessToken).where(AccessToken.api_client_id == client.id, AccessToken.revoked_at.is_(None))
+            )
+            for token in tokens:
+                token.revoked_at = client.revoked_at
+        return client
+
+
+# ---------------------------------------------------------------- bearer tokens
+
+
+class TokenRepository(SQLAlchemyAsyncRepository[AccessToken]):
+    model_type = AccessToken
+
+
+class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):
+    """Bearer tokens. Personal tokens are always listed through :meth:`for_user` (owner-scoped)."""
+
+    repository_type = TokenRepository
+
+    async def create_personal(
+        self, user: User, name: str, scopes: Sequence[str] | None, expires_in_days: int | None
+    ) -> tuple[AccessToken, str]:
+        allowed = ROLE_SCOPES[user.role]
+        wanted = list(allowed) if scopes is None else list(scopes)
+        bad = unknown_scopes(wanted)
+        if bad:
+            raise ValidationProblem(f"Unknown scopes: {', '.join(bad)}", "scopes")
+        beyond = [s for s in wanted if s not in allowed]
+        if beyond:
+            raise Forbidden(f"Your role does not allow these scopes: {', '.join(beyond)}")
+        raw = new_secret("vol_pat")
+        token = await self.create(
+            AccessToken(
+                kind=TokenKind.PERSONAL,
+                name=name.strip(),
+                token_hash=hash_secret(raw),
+                prefix=raw[:12],
+                organization_id=user.organization_id,
+                user_id=user.id,
+                scopes=sorted(set(wanted)),
+                expires_at=utcnow() + timedelta(days=expires_in_days) if expires_in_days else None,
+            )
+        )
+        return token, raw
+
+    async def issue_for_client(self, client: ApiClient, raw: str, scopes: list[str], expires_in: int) -> AccessToken:
+        return await self.create(
+            AccessToken(
+                kind=TokenKind.OAUTH,
+                name=client.name,
+                token_hash=hash_secret(raw),
+                prefix=raw[:12],
+                organization_id=client.organization_id,
+                api_client_id=client.id,
+                scopes=scopes,
+                expires_at=utcnow() + timedelta(seconds=expires_in),
+            ),
+            auto_commit=True,
+        )
+
+    def for_user(self, user_id: UUID) -> Any:
+        return [AccessToken.user_id == user_id, AccessToken.kind == TokenKind.PERSONAL]
+
+    async def get_personal(self, user_id: UUID, token_id: UUID) -> AccessToken:
+        token = await self.get_one_or_none(AccessToken.id == token_id, *self.for_user(user_id))
+        if token is None:
+            raise NotFoundError("Token not found")
+        return token
+
+    async def revoke_personal(self, user_id: UUID, token_id: UUID) -> AccessToken:
+        token = await self.get_personal(user_id, token_id)
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            await self.repository.update(token)
+        return token
+
+    async def resolve(self, raw: str) -> tuple[AccessToken, User | ApiClient, Organization | None] | None:
+        """The live token for a raw bearer string with its owner and organization, or None."""
+        token = await self.get_one_or_none(AccessToken.token_hash == hash_secret(raw))
+        if token is None or token.revoked_at is not None:
+            return None
+        expires_at = _aware(token.expires_at)
+        if expires_at is not None and expires_at <= utcnow():
+            return None
+        session = self.repository.session
+        owner: User | ApiClient | None
+        if token.user_id is not None:
+            owner = await session.get(User, token.user_id)
+            if owner is None or not owner.is_active:
+                return None
+        else:
+            owner = await session.get(ApiClient, token.api_client_id)
+            if owner is None or owner.revoked_at is not None:
+                return None
+        org = await session.get(Organization, token.organization_id) if token.organization_id else None
+        return token, owner, org
+
+
+# ---------------------------------------------------------------- password reset
+
+
+class PasswordResetRepository(SQLAlchemyAsyncRepository[PasswordResetToken]):
+    model_type = PasswordResetToken
+
+
+class PasswordResetService(SQLAlchemyAsyncRepositoryService[PasswordResetToken]):
+    repository_type = PasswordResetRepository
+
+    async def issue(self, user: User, ttl_seconds: int) -> str:
+        raw = new_secret("vrt")
+        await self.create(
+            PasswordResetToken(user_id=user.id, token_hash=hash_secret(raw), expires_at=utcnow() + timedelta(seconds=ttl_seconds))
+        )
+        return raw
+
+    async def valid(self, raw: str) -> PasswordResetToken | None:
+        row = await self.get_one_or_none(PasswordResetToken.token_hash == hash_secret(raw))
+        if row is None or row.used_at is not None:
+            return None
+        expires_at = _aware(row.expires_at)
+        if expires_at is None or expires_at <= utcnow():
+            return None
+        return row
+
+    async def consume(self, raw: str, password: str, accounts: AccountService) -> User | None:
+        row = await self.valid(raw)
+        if row is None:
+            return None
+        user = await accounts.get(row.user_id)
+        await accounts.set_password(user, password)
+        row.used_at = utcnow()
+        await self.repository.update(row)
+        return user
