@@ -142,5 +142,11 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 }
             ),
         )
-        app_config.state = State({**app_config.state, "settings": settings})
+        app_config.state = State(
+            {
+                **app_config.state,
+                "settings": settings,
+                "session_maker_key": self.sqlalchemy.session_maker_app_state_key,
+            }
+        )
         return app_config

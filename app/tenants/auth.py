@@ -16,7 +16,8 @@ from app.tenants.services import TokenService, utcnow
 
 
 def session_maker(connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
-    return connection.app.state["session_maker_class"]
+    state = connection.app.state
+    return state[state["session_maker_key"]]
 
 
 def principal_for_user(user: User, scopes: frozenset[str] | None = None, token_id: UUID | None = None) -> Principal:
