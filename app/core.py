@@ -48,15 +48,15 @@ def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Respon
 
 
 def _provide_settings(state: State) -> Settings:
-    return state.settings  # type: ignore[no-any-return]
+    return state.settings
 
 
 def _provide_redis(state: State) -> Redis:
-    return state.redis  # type: ignore[no-any-return]
+    return state.redis
 
 
 def _provide_queue(state: State) -> Queue:
-    return state.queue  # type: ignore[no-any-return]
+    return state.queue
 
 
 class CorePlugin(InitPluginProtocol, CLIPluginProtocol):

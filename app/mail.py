@@ -31,7 +31,7 @@ async def send_mail(settings: MailSettings, to: str, subject: str, body: str) ->
         username=settings.username or None,
         password=settings.password or None,
         use_tls=settings.security == "tls",
-        start_tls=True if settings.security == "starttls" else False,
+        start_tls=settings.security == "starttls",
         timeout=30,
     )
     log.info("mail sent", to=to, subject=subject)

@@ -22,12 +22,12 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from app.asgi import create_app
-from app.config import DatabaseSettings, RedisSettings, SecuritySettings, Settings
+from app.config import DatabaseSettings, RedisSettings, Settings
 from app.db import models as _models  # noqa: F401
 from app.db.base import metadata
 from app.tenants.models import Organization, Role, User
-from app.tenants.services import AccountService, ApiClientService, TokenService
 from app.tenants.principal import Principal
+from app.tenants.services import AccountService, ApiClientService, TokenService
 
 PG_URL = os.environ.get("VOLUBLE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("VOLUBLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

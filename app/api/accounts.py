@@ -14,7 +14,13 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import org_users, provide_accounts, provide_api_clients, provide_organizations, provide_tokens
+from app.api.deps import (
+    org_users,
+    provide_accounts,
+    provide_api_clients,
+    provide_organizations,
+    provide_tokens,
+)
 from app.tenants import schemas
 from app.tenants.guards import requires_org_admin, requires_sysadmin, requires_user
 from app.tenants.models import Organization, Role, User
@@ -48,7 +54,7 @@ class MeController(Controller):
             id=principal.id,
             name=principal.name,
             email=principal.email,
-            role=principal.role.value,  # type: ignore[arg-type]
+            role=principal.role.value,
             organization=msgspec.convert(org, schemas.Organization, from_attributes=True) if org else None,
             scopes=sorted(principal.scopes),
         )
@@ -98,7 +104,9 @@ class UserController(Controller):
     guards = [requires_org_admin]
     dependencies = {"accounts": Provide(provide_accounts, sync_to_thread=False)}
 
-    async def _target(self, db_session: AsyncSession, principal: Principal, user_id: UUID) -> UserService | AccountService:
+    async def _target(
+        self, db_session: AsyncSession, principal: Principal, user_id: UUID
+    ) -> UserService | AccountService:
         if not principal.is_sysadmin:
             return org_users(db_session, principal)
         user = await db_session.get(User, user_id)
@@ -173,7 +181,9 @@ class ApiClientController(Controller):
     dependencies = {"clients": Provide(provide_api_clients, sync_to_thread=False)}
 
     @get("", summary="List API clients")
-    async def list_clients(self, clients: ApiClientService, limit_offset: LimitOffset) -> OffsetPagination[schemas.ApiClient]:
+    async def list_clients(
+        self, clients: ApiClientService, limit_offset: LimitOffset
+    ) -> OffsetPagination[schemas.ApiClient]:
         items, total = await clients.list_and_count(limit_offset, NEWEST)
         return clients.to_schema(items, total, filters=[limit_offset], schema_type=schemas.ApiClient)
 

@@ -12,7 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.tenants.guards import principal_of
 from app.tenants.principal import Principal
-from app.tenants.services import AccountService, ApiClientService, OrganizationService, TokenService, UserService
+from app.tenants.services import (
+    AccountService,
+    ApiClientService,
+    OrganizationService,
+    TokenService,
+    UserService,
+)
 
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:

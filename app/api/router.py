@@ -6,7 +6,13 @@ from litestar import Router
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 
-from app.api.accounts import ApiClientController, MeController, OrganizationController, TokenController, UserController
+from app.api.accounts import (
+    ApiClientController,
+    MeController,
+    OrganizationController,
+    TokenController,
+    UserController,
+)
 from app.api.deps import provide_limit_offset, provide_principal
 from app.api.errors import api_exception_handler
 from app.tenants.auth import BearerAuthMiddleware

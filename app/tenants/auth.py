@@ -78,7 +78,8 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
 
 async def principal_from_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
     """The logged-in browser user, or None. A stale session (password changed) counts as logged out."""
-    data = connection.scope.get("session") or {}
+    raw = connection.scope.get("session")
+    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
     uid = data.get("uid")
     if not uid:
         return None

@@ -47,10 +47,11 @@ async def request_password_reset(accounts: AccountService, queue: Queue, email: 
     user = await accounts.get_by_email(email)
     if user is None or not user.is_active:
         return
+    request_id = uuid.uuid4().hex
     await queue.enqueue(
         "send_password_reset",
         user_id=str(user.id),
-        request_id=uuid.uuid4().hex,
-        key=f"password-reset:{user.id}:{uuid.uuid4().hex}",
+        request_id=request_id,
+        key=f"password-reset:{request_id}",
         **PASSWORD_RESET_OPTIONS,
     )

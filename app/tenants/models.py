@@ -113,3 +113,6 @@ class PasswordResetToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     used_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # The reset request this token answers: a re-run of the mail job reuses the row, never mails twice.
+    request_id: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    mailed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)

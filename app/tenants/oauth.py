@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Payload, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.util import scope_to_list
 from sqlalchemy import select
@@ -73,9 +74,25 @@ class _FormPayload(OAuth2Payload):
         return self._datalist
 
 
+class _Headers(dict[str, str]):
+    """HTTP headers, looked up case-insensitively (authlib asks for ``Authorization``)."""
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        super().__init__({k.lower(): v for k, v in headers.items()})
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
 class _Request(OAuth2Request):
     def __init__(self, uri: str, headers: dict[str, str], form: dict[str, list[str]]) -> None:
-        super().__init__("POST", uri, headers=headers)
+        super().__init__("POST", uri, headers=_Headers(headers))
         self.payload = _FormPayload(form)
         self._form = {k: v[0] for k, v in form.items() if v}
 
@@ -88,6 +105,17 @@ class _Request(OAuth2Request):
         return self._form
 
 
+class _ClientCredentialsGrant(ClientCredentialsGrant):
+    # authlib's default is HTTP Basic alone; RFC 6749 §2.3.1 also allows the credentials in the form.
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def validate_requested_scope(self) -> None:
+        super().validate_requested_scope()
+        scope = self.request.payload.scope
+        if scope and not self.request.client.get_allowed_scope(scope):
+            raise InvalidScopeError(description="The client holds none of the requested scopes.")
+
+
 class TokenServer(AuthorizationServer):
     """One instance per request: it carries the preloaded client and collects the issued token."""
 
@@ -96,7 +124,7 @@ class TokenServer(AuthorizationServer):
         self._client = client
         self.expires_in = expires_in
         self.issued: dict[str, Any] | None = None
-        self.register_grant(ClientCredentialsGrant)
+        self.register_grant(_ClientCredentialsGrant)
         self.register_token_generator("default", self._generate)
 
     def _generate(self, *, client: OAuthClient, scope: str | None, **_: Any) -> dict[str, Any]:
@@ -152,7 +180,11 @@ async def issue_token(
         if org is None or org.suspended:
             row = None
     server = TokenServer(row, expires_in)
-    status, body, out_headers = server.create_token_response(_Request(uri, headers, form))
+    try:
+        request = _Request(uri, headers, form)
+    except InsecureTransportError as error:  # a public URL that is plain http and not loopback
+        return server.handle_response(*error())
+    status, body, out_headers = server.create_token_response(request)
     if status == 200 and server.issued is not None and row is not None:
         scopes = scope_to_list(server.issued["scope"]) or []
         await TokenService(session=session).issue_for_client(row, server.issued["access_token"], scopes, expires_in)

@@ -7,6 +7,7 @@ themselves, so they cannot forget it; an id of another organization is simply no
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -42,7 +43,7 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
     async def add(self, data: ModelT, **kwargs: Any) -> ModelT:
         return await super().add(self._stamp(data), **kwargs)
 
-    async def add_many(self, data: list[ModelT], **kwargs: Any) -> list[ModelT]:
+    async def add_many(self, data: list[ModelT], **kwargs: Any) -> Sequence[ModelT]:
         return await super().add_many([self._stamp(d) for d in data], **kwargs)
 
     async def update(self, data: ModelT, **kwargs: Any) -> ModelT:
@@ -52,7 +53,7 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
 class OrgScopedService(SQLAlchemyAsyncRepositoryService[ModelT], Generic[ModelT]):
     """A service over an :class:`OrgScopedRepository`; construct it with the caller's organization."""
 
-    repository_type: type[OrgScopedRepository[ModelT]]  # type: ignore[assignment]
+    repository_type: type[OrgScopedRepository[ModelT]]
 
     def __init__(self, session: AsyncSession, organization_id: UUID, **kwargs: Any) -> None:
         self.organization_id = organization_id

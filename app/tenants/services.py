@@ -124,7 +124,9 @@ class _UserRules:
             if actor.kind == "user" and user.id == actor.id and changes["role"] != user.role:
                 raise Forbidden("You cannot change your own role.")
             if (user.organization_id is None) != (Role(changes["role"]) == Role.SYSADMIN):
-                raise ValidationProblem("Sysadmins have no organization; organization members cannot be sysadmins.", "role")
+                raise ValidationProblem(
+                    "Sysadmins have no organization; organization members cannot be sysadmins.", "role"
+                )
         if "email" in changes and changes["email"].strip().lower() == user.email:
             changes.pop("email")
         password_changed = "password" in changes
@@ -133,7 +135,7 @@ class _UserRules:
             setattr(user, key, value)
         if password_changed or changes.get("is_active") is False:
             user.session_version += 1  # log out every browser session of this user
-        return await self.repository.update(user)  # type: ignore[attr-defined, no-any-return]
+        return await self.repository.update(user)  # type: ignore[attr-defined]
 
     async def remove_user(self, actor: Principal, user_id: UUID) -> None:
         user: User = await self.get(user_id)  # type: ignore[attr-defined]
@@ -321,13 +323,15 @@ class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):
         session = self.repository.session
         owner: User | ApiClient | None
         if token.user_id is not None:
-            owner = await session.get(User, token.user_id)
-            if owner is None or not owner.is_active:
+            user = await session.get(User, token.user_id)
+            if user is None or not user.is_active:
                 return None
+            owner = user
         else:
-            owner = await session.get(ApiClient, token.api_client_id)
-            if owner is None or owner.revoked_at is not None:
+            client = await session.get(ApiClient, token.api_client_id)
+            if client is None or client.revoked_at is not None:
                 return None
+            owner = client
         org = await session.get(Organization, token.organization_id) if token.organization_id else None
         return token, owner, org
 
@@ -342,12 +346,30 @@ class PasswordResetRepository(SQLAlchemyAsyncRepository[PasswordResetToken]):
 class PasswordResetService(SQLAlchemyAsyncRepositoryService[PasswordResetToken]):
     repository_type = PasswordResetRepository
 
-    async def issue(self, user: User, ttl_seconds: int) -> str:
+    async def issue(self, user: User, ttl_seconds: int, request_id: str | None = None) -> str | None:
+        """A fresh raw token for the request; None when this request was already mailed."""
+        row = await self.get_one_or_none(PasswordResetToken.request_id == request_id) if request_id else None
+        if row is not None and (row.mailed_at is not None or row.user_id != user.id):
+            return None
         raw = new_secret("vrt")
-        await self.create(
-            PasswordResetToken(user_id=user.id, token_hash=hash_secret(raw), expires_at=utcnow() + timedelta(seconds=ttl_seconds))
-        )
+        expires_at = utcnow() + timedelta(seconds=ttl_seconds)
+        if row is None:
+            await self.create(
+                PasswordResetToken(
+                    user_id=user.id, token_hash=hash_secret(raw), expires_at=expires_at, request_id=request_id
+                )
+            )
+        else:  # a re-run after a crash: the old raw token was never mailed, so rotate it
+            row.token_hash = hash_secret(raw)
+            row.expires_at = expires_at
+            await self.repository.update(row)
         return raw
+
+    async def mark_mailed(self, request_id: str) -> None:
+        row = await self.get_one_or_none(PasswordResetToken.request_id == request_id)
+        if row is not None:
+            row.mailed_at = utcnow()
+            await self.repository.update(row)
 
     async def valid(self, raw: str) -> PasswordResetToken | None:
         row = await self.get_one_or_none(PasswordResetToken.token_hash == hash_secret(raw))

@@ -13,21 +13,53 @@ from app.logging import get_logger
 
 log = get_logger(__name__)
 
+TITLES = {
+    400: "That request did not work",
+    403: "You cannot open this page",
+    404: "Page not found",
+    405: "That action is not available here",
+    409: "That conflicts with existing data",
+    413: "That is too large",
+    422: "Some of that needs fixing",
+    429: "Slow down a little",
+}
+
+
+def _is_fragment_request(request: Request[Any, Any, Any]) -> bool:
+    headers = request.headers
+    return headers.get("hx-request") == "true" and headers.get("hx-boosted") != "true"
+
 
 def web_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status, detail, _, headers = classify(exc)
     if status >= 500:
         log.exception("unhandled error", path=request.url.path, method=request.method)
+        detail = "Something went wrong on our side. It has been logged; please try again."
     if status == 401:
-        target = f"/login?next={quote(request.url.path)}"
+        # Only a page can be returned to: after a POST, go back home rather than to a form handler.
+        target = f"/login?next={quote(request.url.path)}" if request.method == "GET" else "/login"
         if request.headers.get("hx-request"):
-            return Response(content="", status_code=200, headers={"HX-Redirect": target})
+            return Response(content="", status_code=200, headers={"HX-Redirect": target, "Vary": "HX-Request"})
         return Redirect(target)
     if status == 403 and "csrf" in detail.lower():
         detail = "Your form expired or was not sent from this site. Reload the page and try again."
+    if status == 404:
+        detail = "There is nothing here, or it is not yours to see."
+    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    headers["Vary"] = "HX-Request"
+    if _is_fragment_request(request):
+        # A part of a page asked for this: show the problem in the page's message area instead of
+        # swapping an error page into a table row.
+        headers.update({"HX-Retarget": "#flashes", "HX-Reswap": "innerHTML"})
+        return Template(
+            template_name="partials/_flash_message.html",
+            context={"message": detail, "category": "error"},
+            status_code=status,
+            headers=headers,
+        )
     return Template(
         template_name="error.html",
-        context={"status": status, "detail": detail},
+        context={"status": status, "detail": detail, "title": TITLES.get(status, "Something went wrong")},
         status_code=status,
-        headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
+        headers=headers,
     )

@@ -3,9 +3,35 @@
 from __future__ import annotations
 
 from litestar import Router
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+from litestar.plugins.htmx import HTMXRequest
 
-WEB_CONTROLLERS: list[type] = []
+from app.web.account import PasswordController, SessionController
+from app.web.admin import OrganizationPages
+from app.web.auth import WebSessionAuthMiddleware
+from app.web.clients import ClientPages
+from app.web.common import add_vary, provide_web_principal
+from app.web.tokens import TokenPages
+from app.web.users import UserPages
+
+WEB_CONTROLLERS: list[type] = [
+    SessionController,
+    PasswordController,
+    OrganizationPages,
+    UserPages,
+    ClientPages,
+    TokenPages,
+]
 
 
 def make_web_router() -> Router:
-    return Router(path="/", route_handlers=WEB_CONTROLLERS, include_in_schema=False)
+    return Router(
+        path="/",
+        route_handlers=WEB_CONTROLLERS,
+        include_in_schema=False,
+        request_class=HTMXRequest,
+        middleware=[DefineMiddleware(WebSessionAuthMiddleware)],
+        dependencies={"principal": Provide(provide_web_principal, sync_to_thread=False)},
+        after_request=add_vary,
+    )

@@ -6,8 +6,9 @@ from saq import Queue
 
 from app.config import Settings
 
-DEFAULT_QUEUE = "voluble-default"
+DEFAULT_QUEUE = "default"
 
 
 def make_queue(settings: Settings, name: str = DEFAULT_QUEUE) -> Queue:
-    return Queue.from_url(settings.redis.url, name=name)
+    """The queue ``name`` under this deployment's prefix (``VOLUBLE_QUEUE_PREFIX``)."""
+    return Queue.from_url(settings.redis.url, name=f"{settings.redis.queue_prefix}-{name}")

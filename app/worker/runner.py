@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import Any
 
 from saq import Worker
@@ -31,22 +29,17 @@ def make_worker(settings: Settings) -> Worker:
 
     return Worker(
         make_queue(settings),
-        functions=FUNCTIONS,  # type: ignore[arg-type]
+        functions=FUNCTIONS,
         concurrency=settings.worker.concurrency,
         startup=startup,
         shutdown=shutdown,
+        shutdown_grace_period_s=10,
     )
 
 
 async def run_workers(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM (SAQ installs the handlers); in-flight jobs get a grace period."""
     worker = make_worker(settings)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(worker.start())
-    log.info("worker started", queue=worker.queue.name, concurrency=worker.concurrency)
-    await stop.wait()
-    log.info("worker stopping")
-    await worker.stop()
-    task.cancel()
+    log.info("worker starting", queue=worker.queue.name, concurrency=worker.concurrency)
+    await worker.start()
+    log.info("worker stopped")

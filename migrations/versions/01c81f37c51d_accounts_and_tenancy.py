@@ -1,8 +1,8 @@
 """accounts and tenancy
 
-Revision ID: cc03f5dde6a4
-Revises: 
-Create Date: 2026-11-29 13:11:51.273703
+Revision ID: 01c81f37c51d
+Revises:
+Create Date: 2026-11-29 13:14:01.257188
 
 """
 
@@ -10,19 +10,32 @@ import warnings
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import op
-from advanced_alchemy.types import Bool, EncryptedString, EncryptedText, GUID, JsonB, ORA_JSONB, DateTimeUTC, StoredObject, PasswordHash, FernetBackend, TOTPSecret, OneTimeCode
+from advanced_alchemy.types import (
+    GUID,
+    ORA_JSONB,
+    Bool,
+    DateTimeUTC,
+    EncryptedString,
+    EncryptedText,
+    FernetBackend,
+    JsonB,
+    OneTimeCode,
+    PasswordHash,
+    StoredObject,
+    TOTPSecret,
+)
 from advanced_alchemy.types.encrypted_string import PGCryptoBackend
 from advanced_alchemy.types.password_hash.argon2 import Argon2Hasher
 from advanced_alchemy.types.password_hash.passlib import PasslibHasher
 from advanced_alchemy.types.password_hash.pwdlib import PwdlibHasher
-from sqlalchemy import Text  # noqa: F401
+from alembic import op
+from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    pass
 
-__all__ = ("downgrade", "upgrade", "schema_upgrades", "schema_downgrades", "data_upgrades", "data_downgrades")
+__all__ = ("data_downgrades", "data_upgrades", "downgrade", "schema_downgrades", "schema_upgrades", "upgrade")
 
 sa.GUID = GUID
 sa.Bool = Bool
@@ -42,7 +55,7 @@ sa.TOTPSecret = TOTPSecret
 sa.OneTimeCode = OneTimeCode
 
 # revision identifiers, used by Alembic.
-revision = 'cc03f5dde6a4'
+revision = '01c81f37c51d'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -123,11 +136,14 @@ def schema_upgrades() -> None:
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('expires_at', sa.DateTimeUTC(timezone=True), nullable=False),
     sa.Column('used_at', sa.DateTimeUTC(timezone=True), nullable=True),
+    sa.Column('request_id', sa.String(length=64), nullable=True),
+    sa.Column('mailed_at', sa.DateTimeUTC(timezone=True), nullable=True),
     sa.Column('sa_orm_sentinel', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTimeUTC(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTimeUTC(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['user_id'], ['user_account.id'], name=op.f('fk_password_reset_token_user_id_user_account'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_password_reset_token')),
+    sa.UniqueConstraint('request_id', name=op.f('uq_password_reset_token_request_id')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_password_reset_token_token_hash'))
     )
     with op.batch_alter_table('password_reset_token', schema=None) as batch_op:

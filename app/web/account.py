@@ -1,0 +1,221 @@
+"""Pages of one's own account: sign in and out, the dashboard, password reset and change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Response, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.plugins.flash import flash
+from litestar.plugins.htmx import HTMXRequest
+from litestar.response import Redirect, Template
+from saq import Queue
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.tenants import flows
+from app.tenants.guards import requires_principal
+from app.tenants.models import AccessToken, ApiClient, Organization, TokenKind, User
+from app.tenants.principal import Principal
+from app.tenants.security import password_problem, verify_password
+from app.tenants.services import AccountService, PasswordResetService, ValidationProblem
+from app.tenants.throttle import LoginThrottle
+from app.web.auth import client_ip, current_principal, provide_throttle, start_session
+from app.web.common import (
+    FormErrors,
+    page,
+    read_form,
+    safe_local_path,
+    secret_text,
+    see_other,
+    text,
+)
+
+NEUTRAL_RESET_ANSWER = "If an account exists for that address, a link to reset its password is on its way."
+
+
+def _check_new_password(new: str, confirm: str, errors: FormErrors) -> None:
+    problem = password_problem(new)
+    if problem:
+        errors.add("new_password", problem)
+    elif new != confirm:
+        errors.add("confirm_password", "The two passwords do not match.")
+
+
+class SessionController(Controller):
+    """Sign in, sign out and the dashboard."""
+
+    dependencies = {"throttle": Provide(provide_throttle, sync_to_thread=False)}
+
+    @get("/login", name="login")
+    async def login_page(
+        self, request: HTMXRequest, next_url: str | None = Parameter(query="next", default=None, required=False)
+    ) -> Response[Any]:
+        if current_principal(request) is not None:
+            return Redirect(safe_local_path(next_url), status_code=303)
+        return page("auth/login.html", {"next": safe_local_path(next_url, ""), "email": "", "errors": FormErrors()})
+
+    @post("/login")
+    async def login(
+        self, request: HTMXRequest, db_session: AsyncSession, throttle: LoginThrottle
+    ) -> Response[Any]:
+        form = await read_form(request)
+        email = text(form, "email", 320)
+        password = secret_text(form, "password")
+        next_url = safe_local_path(text(form, "next"), "")
+        errors = FormErrors()
+        context: dict[str, Any] = {"next": next_url, "email": email, "errors": errors}
+        if not email or not password:
+            if not email:
+                errors.add("email", "Enter your email address.")
+            if not password:
+                errors.add("password", "Enter your password.")
+            return page("auth/login.html", context, status=400)
+        try:
+            user = await flows.login(AccountService(session=db_session), throttle, email, password, client_ip(request))
+        except flows.LoginThrottled as exc:
+            errors.add(None, str(exc))
+            return page("auth/login.html", context, status=429, headers={"Retry-After": str(exc.retry_after)})
+        except flows.LoginRefused:
+            errors.add(None, "Wrong email or password.")
+            return page("auth/login.html", context, status=400)
+        except flows.OrganizationSuspended as exc:
+            errors.add(None, str(exc))
+            return page("auth/login.html", context, status=403)
+        start_session(request, user)
+        return await see_other(db_session, next_url or "/")
+
+    @post("/logout", name="logout")
+    async def logout(self, request: HTMXRequest) -> Response[Any]:
+        request.clear_session()
+        flash(request, "You are signed out.", "success")
+        return Redirect("/login", status_code=303)
+
+    @get("/", name="dashboard", guards=[requires_principal])
+    async def dashboard(self, principal: Principal, db_session: AsyncSession) -> Template:
+        org = await db_session.get(Organization, principal.organization_id) if principal.organization_id else None
+        counts: dict[str, int] = {}
+        if principal.is_sysadmin:
+            counts["organizations"] = await _count(db_session, select(func.count()).select_from(Organization))
+            counts["suspended"] = await _count(
+                db_session, select(func.count()).select_from(Organization).where(Organization.suspended.is_(True))
+            )
+        elif org is not None and principal.is_org_admin:
+            counts["users"] = await _count(
+                db_session, select(func.count()).select_from(User).where(User.organization_id == org.id)
+            )
+            counts["clients"] = await _count(
+                db_session,
+                select(func.count())
+                .select_from(ApiClient)
+                .where(ApiClient.organization_id == org.id, ApiClient.revoked_at.is_(None)),
+            )
+        counts["tokens"] = await _count(
+            db_session,
+            select(func.count())
+            .select_from(AccessToken)
+            .where(
+                AccessToken.user_id == principal.id,
+                AccessToken.kind == TokenKind.PERSONAL,
+                AccessToken.revoked_at.is_(None),
+            ),
+        )
+        return page("dashboard.html", {"org": org, "counts": counts})
+
+
+async def _count(db_session: AsyncSession, statement: Any) -> int:
+    return int((await db_session.execute(statement)).scalar_one())
+
+
+class PasswordController(Controller):
+    """Forgotten password (request a link, use it) and changing one's own password."""
+
+    dependencies = {"throttle": Provide(provide_throttle, sync_to_thread=False)}
+
+    @get("/forgot-password", name="forgot-password")
+    async def forgot_page(self) -> Template:
+        return page("auth/forgot_password.html", {"email": "", "sent": False, "errors": FormErrors()})
+
+    @post("/forgot-password")
+    async def forgot(self, request: HTMXRequest, db_session: AsyncSession, queue: Queue) -> Template:
+        form = await read_form(request)
+        email = text(form, "email", 320)
+        errors = FormErrors()
+        if "@" not in email:
+            errors.add("email", "Enter the email address you sign in with.")
+            return page("auth/forgot_password.html", {"email": email, "sent": False, "errors": errors}, status=422)
+        await flows.request_password_reset(AccountService(session=db_session), queue, email)
+        return page("auth/forgot_password.html", {"email": email, "sent": True, "errors": errors})
+
+    @get("/reset-password/{token:str}", name="reset-password")
+    async def reset_page(self, token: str, db_session: AsyncSession) -> Template:
+        valid = await PasswordResetService(session=db_session).valid(token)
+        context = {"token": token, "valid": valid is not None, "errors": FormErrors()}
+        return page("auth/reset_password.html", context, status=200 if valid else 400, headers=_NO_REFERRER)
+
+    @post("/reset-password/{token:str}")
+    async def reset(self, request: HTMXRequest, token: str, db_session: AsyncSession) -> Response[Any]:
+        form = await read_form(request)
+        resets = PasswordResetService(session=db_session)
+        errors = FormErrors()
+        context: dict[str, Any] = {"token": token, "valid": True, "errors": errors}
+        if await resets.valid(token) is None:
+            context["valid"] = False
+            return page("auth/reset_password.html", context, status=400, headers=_NO_REFERRER)
+        new, confirm = secret_text(form, "new_password"), secret_text(form, "confirm_password")
+        _check_new_password(new, confirm, errors)
+        if errors:
+            return page("auth/reset_password.html", context, status=422, headers=_NO_REFERRER)
+        try:
+            user = await resets.consume(token, new, AccountService(session=db_session))
+        except ValidationProblem as exc:
+            errors.add("new_password", exc.detail)
+            return page("auth/reset_password.html", context, status=422, headers=_NO_REFERRER)
+        if user is None:  # used or expired in the meantime
+            context["valid"] = False
+            return page("auth/reset_password.html", context, status=400, headers=_NO_REFERRER)
+        request.clear_session()
+        flash(request, "Your password has been changed. Sign in with your new password.", "success")
+        return await see_other(db_session, "/login")
+
+    @get("/account/password", name="change-password", guards=[requires_principal])
+    async def change_page(self) -> Template:
+        return page("auth/change_password.html", {"errors": FormErrors()})
+
+    @post("/account/password", guards=[requires_principal])
+    async def change(
+        self,
+        request: HTMXRequest,
+        principal: Principal,
+        db_session: AsyncSession,
+        throttle: LoginThrottle,
+    ) -> Response[Any]:
+        form = await read_form(request)
+        errors = FormErrors()
+        context = {"errors": errors}
+        accounts = AccountService(session=db_session)
+        user = await accounts.get(principal.id)
+        ip = client_ip(request)
+        wait = await throttle.retry_after(user.email, ip)
+        if wait is not None:
+            errors.add(None, f"Too many wrong passwords. Try again in {wait} seconds.")
+            return page("auth/change_password.html", context, status=429, headers={"Retry-After": str(wait)})
+        current = secret_text(form, "current_password")
+        if not verify_password(user.password_hash, current):
+            await throttle.failed(user.email, ip)
+            errors.add("current_password", "This is not your current password.")
+            return page("auth/change_password.html", context, status=400)
+        new, confirm = secret_text(form, "new_password"), secret_text(form, "confirm_password")
+        _check_new_password(new, confirm, errors)
+        if not errors and new == current:
+            errors.add("new_password", "Choose a password different from the current one.")
+        if errors:
+            return page("auth/change_password.html", context, status=422)
+        user = await accounts.set_password(user, new)  # bumps session_version: signs out other browsers
+        start_session(request, user)  # ...but this one stays signed in
+        flash(request, "Your password has been changed. Other browsers signed in as you have been signed out.", "success")
+        return await see_other(db_session, "/account/password")
+
+
+_NO_REFERRER = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
