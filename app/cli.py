@@ -215,6 +215,14 @@ def up(n_workers: int) -> None:
         click.echo("stopped", err=True)
 
 
+COMMANDS = (up, users_group, tokens_group, workers_group)
+
+
 def register_commands(cli: click.Group) -> None:
-    for command in (up, users_group, tokens_group, workers_group):
+    for command in COMMANDS:
         cli.add_command(command)
+
+
+@click.group(name="voluble", commands=list(COMMANDS))
+def standalone() -> None:
+    """Voluble's own commands, run without loading the web application."""

@@ -81,6 +81,8 @@ class SecuritySettings:
     reset_token_ttl_seconds: int = 60 * 60
     access_token_ttl_seconds: int = 60 * 60
     allow_private_targets: bool = False
+    #: key of the service credentials at rest; empty: derived from ``secret_key``
+    credentials_key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,12 @@ class MailSettings:
 @dataclass(frozen=True)
 class WorkerSettings:
     concurrency: int = 10
+    #: seconds a plugin gets to send one message
+    send_timeout: float = 30.0
+    #: how often the sweep (lost-work recovery, due scheduled messages) runs
+    sweep_seconds: int = 10
+    #: how long a pending message or attempt sits before the sweep looks at it
+    stale_seconds: int = 30
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,7 @@ class Settings:
                 reset_token_ttl_seconds=_env_int("RESET_TOKEN_TTL", 60 * 60),
                 access_token_ttl_seconds=_env_int("ACCESS_TOKEN_TTL", 60 * 60),
                 allow_private_targets=_env_bool("ALLOW_PRIVATE_TARGETS"),
+                credentials_key=_env("CREDENTIALS_KEY"),
             ),
             mail=MailSettings(
                 backend=_env("MAIL_BACKEND", "log"),
@@ -156,7 +165,12 @@ class Settings:
                 security=_env("SMTP_SECURITY", "none"),
                 from_address=_env("MAIL_FROM", "voluble@localhost"),
             ),
-            worker=WorkerSettings(concurrency=_env_int("WORKER_CONCURRENCY", 10)),
+            worker=WorkerSettings(
+                concurrency=_env_int("WORKER_CONCURRENCY", 10),
+                send_timeout=float(_env("SEND_TIMEOUT", "30")),
+                sweep_seconds=_env_int("SWEEP_SECONDS", 10),
+                stale_seconds=_env_int("STALE_SECONDS", 30),
+            ),
             var_dir=var_dir,
             log_level=_env("LOG_LEVEL", "INFO").upper(),
             log_json=_env_bool("LOG_JSON"),

@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from advanced_alchemy.exceptions import RepositoryError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from click import Group
 from litestar import Litestar, Request, Response
@@ -34,9 +35,11 @@ from app.api.system import health, oauth_token, ready
 from app.config import BASE_DIR, Settings
 from app.db.config import make_sqlalchemy_config
 from app.logging import configure_logging
+from app.messaging.coordinator import Coordinator
+from app.plugins.registry import load_registry, startup_check
 from app.web.errors import web_exception_handler
 from app.web.router import make_web_router
-from app.worker.queues import make_queue
+from app.worker.queues import DEFAULT_QUEUE, make_queues
 
 JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema")
 
@@ -78,12 +81,21 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
         @asynccontextmanager
         async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
             app.state.redis = Redis.from_url(settings.redis.url)
-            app.state.queue = make_queue(settings)
-            await app.state.queue.connect()
+            app.state.queues = make_queues(settings)
+            app.state.queue = app.state.queues[DEFAULT_QUEUE]
+            for queue in app.state.queues.values():
+                await queue.connect()
+            app.state.coordinator = Coordinator(
+                settings=settings,
+                registry=load_registry(settings), queues=app.state.queues, send_timeout=settings.worker.send_timeout
+            )
+            # the plugin health check: load and self-test every plugin, record it for every process
+            await startup_check(settings, self.sqlalchemy.create_session_maker())
             try:
                 yield
             finally:
-                await app.state.queue.disconnect()
+                for queue in app.state.queues.values():
+                    await queue.disconnect()
                 await app.state.redis.aclose()
 
         app_config.lifespan.append(lifespan)
@@ -129,6 +141,9 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
             }
         )
         app_config.exception_handlers[Exception] = exception_handler
+        # Registered explicitly so advanced-alchemy's plugin does not install its own plain-JSON
+        # handler for RepositoryError (NotFoundError…), which would win over the handler above.
+        app_config.exception_handlers[RepositoryError] = exception_handler
         app_config.request_max_body_size = settings.server.max_body_bytes
         app_config.openapi_config = OpenAPIConfig(
             title="Voluble API",

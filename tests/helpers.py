@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import subprocess
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 
 def free_port() -> int:
@@ -22,3 +27,41 @@ async def wait_for(condition: Callable[[], object], timeout: float = 20.0, inter
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a worker process that shares the test's database, Redis and queues."""
+    import os
+
+    return {
+        **os.environ,
+        "VOLUBLE_DATABASE_URL": settings.database.url,
+        "VOLUBLE_REDIS_URL": settings.redis.url,
+        "VOLUBLE_QUEUE_PREFIX": settings.redis.queue_prefix,
+        "VOLUBLE_VAR_DIR": str(settings.var_dir),
+        "VOLUBLE_SECRET_KEY": settings.security.secret_key,
+        "VOLUBLE_ALLOW_PRIVATE_TARGETS": "true" if settings.security.allow_private_targets else "false",
+        "VOLUBLE_SEND_TIMEOUT": str(settings.worker.send_timeout),
+        "VOLUBLE_SWEEP_SECONDS": str(settings.worker.sweep_seconds),
+        "VOLUBLE_STALE_SECONDS": str(settings.worker.stale_seconds),
+        **extra,
+    }
+
+
+def start_worker(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "app", "workers", "run"], env=worker_env(settings, **extra))
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)

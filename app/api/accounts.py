@@ -15,19 +15,20 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import (
+    org_clients,
     org_users,
     provide_accounts,
-    provide_api_clients,
     provide_organizations,
     provide_tokens,
 )
 from app.tenants import schemas
 from app.tenants.guards import requires_org_admin, requires_sysadmin, requires_user
-from app.tenants.models import Organization, Role, User
+from app.tenants.models import ApiClient, Organization, Role, User
 from app.tenants.principal import Principal
 from app.tenants.services import (
     AccountService,
     ApiClientService,
+    InstanceApiClientService,
     OrganizationService,
     TokenService,
     UserService,
@@ -175,33 +176,62 @@ class UserController(Controller):
 
 
 class ApiClientController(Controller):
+    """Org admins manage their organization's API clients; a sysadmin manages anyone's."""
+
     path = "/clients"
     tags = ["API clients"]
     guards = [requires_org_admin]
-    dependencies = {"clients": Provide(provide_api_clients, sync_to_thread=False)}
+
+    async def _target(self, db_session: AsyncSession, principal: Principal, client_id: UUID) -> ApiClientService:
+        if not principal.is_sysadmin:
+            return org_clients(db_session, principal)
+        row = await db_session.get(ApiClient, client_id)
+        if row is None:
+            raise NotFoundError("API client not found")
+        return ApiClientService(session=db_session, organization_id=row.organization_id)
 
     @get("", summary="List API clients")
     async def list_clients(
-        self, clients: ApiClientService, limit_offset: LimitOffset
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        limit_offset: LimitOffset,
+        organization_id: Annotated[UUID | None, Parameter(query="organization_id")] = None,
     ) -> OffsetPagination[schemas.ApiClient]:
+        clients: ApiClientService | InstanceApiClientService
+        if principal.is_sysadmin and organization_id is None:
+            clients = InstanceApiClientService(session=db_session)
+        else:
+            clients = org_clients(db_session, principal, organization_id)
         items, total = await clients.list_and_count(limit_offset, NEWEST)
         return clients.to_schema(items, total, filters=[limit_offset], schema_type=schemas.ApiClient)
 
     @post("", summary="Create an API client (the secret is returned once)")
     async def create_client(
-        self, clients: ApiClientService, principal: Principal, data: schemas.ApiClientCreate
+        self, db_session: AsyncSession, principal: Principal, data: schemas.ApiClientCreate
     ) -> schemas.ApiClient:
+        org_id = data.organization_id
+        if principal.is_sysadmin:
+            if org_id is None:
+                raise ValidationProblem("organization_id is required.", "organization_id")
+            if await db_session.get(Organization, org_id) is None:
+                raise NotFoundError("Organization not found")
+        elif org_id is not None and org_id != principal.organization_id:
+            raise NotFoundError("Organization not found")
+        clients = org_clients(db_session, principal, org_id)
         client, secret = await clients.create_client(principal, data.name, data.scopes)
         out = clients.to_schema(client, schema_type=schemas.ApiClient)
         out.client_secret = secret
         return out
 
     @get("/{client_id:uuid}", summary="Get an API client")
-    async def get_client(self, clients: ApiClientService, client_id: UUID) -> schemas.ApiClient:
+    async def get_client(self, db_session: AsyncSession, principal: Principal, client_id: UUID) -> schemas.ApiClient:
+        clients = await self._target(db_session, principal, client_id)
         return clients.to_schema(await clients.get(client_id), schema_type=schemas.ApiClient)
 
     @delete("/{client_id:uuid}", summary="Revoke an API client and its tokens")
-    async def revoke_client(self, clients: ApiClientService, client_id: UUID) -> None:
+    async def revoke_client(self, db_session: AsyncSession, principal: Principal, client_id: UUID) -> None:
+        clients = await self._target(db_session, principal, client_id)
         await clients.revoke(client_id)
 
 
@@ -228,7 +258,9 @@ class TokenController(Controller):
         if user is None:  # pragma: no cover - the principal was just loaded
             raise NotFoundError("User not found")
         scopes = data.scopes if data.scopes is not None else sorted(principal.scopes)
-        token, raw = await tokens.create_personal(user, data.name, scopes, data.expires_in_days)
+        token, raw = await tokens.create_personal(
+            user, data.name, scopes, data.expires_in_days, within=principal.scopes
+        )
         out = tokens.to_schema(token, schema_type=schemas.PersonalToken)
         out.token = raw
         return out

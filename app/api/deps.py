@@ -54,9 +54,11 @@ def org_users(db_session: AsyncSession, principal: Principal, organization_id: U
     return UserService(session=db_session, organization_id=org)
 
 
-def provide_api_clients(db_session: AsyncSession, principal: Principal) -> ApiClientService:
-    if principal.organization_id is None:
+def org_clients(db_session: AsyncSession, principal: Principal, organization_id: UUID | None = None) -> ApiClientService:
+    """API clients of the caller's organization; a sysadmin names the organization instead."""
+    org = organization_id if principal.is_sysadmin and organization_id else principal.organization_id
+    if org is None:
         from app.tenants.services import ValidationProblem
 
-        raise ValidationProblem("API clients belong to an organization; sysadmins have none.")
-    return ApiClientService(session=db_session, organization_id=principal.organization_id)
+        raise ValidationProblem("organization_id is required for a sysadmin.", "organization_id")
+    return ApiClientService(session=db_session, organization_id=org)

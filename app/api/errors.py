@@ -62,6 +62,9 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
         return exc.status_code, exc.detail, None, dict(exc.headers or {})
     if isinstance(exc, ValidationProblem):
         errors = [{"field": exc.field, "message": exc.detail, "source": "body"}] if exc.field else None
+        many = getattr(exc, "errors", None)  # several fields at once, e.g. app.contacts.services.FieldErrors
+        if isinstance(many, dict) and many:
+            errors = [{"field": f, "message": m, "source": "body"} for f, m in many.items()]
         return 422, exc.detail, errors, {}
     if isinstance(exc, Forbidden):
         return 403, str(exc), None, {}

@@ -32,6 +32,8 @@ class Organization(Base):
         Enum(Plan, native_enum=False, length=20, validate_strings=True), default=Plan.PAYG
     )
     credits: Mapped[int] = mapped_column(Integer, default=0)
+    #: credits held by accepted messages that are not sent or failed yet
+    credits_reserved: Mapped[int] = mapped_column(Integer, default=0)
     suspended: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

@@ -89,6 +89,7 @@ class ApiClient(msgspec.Struct):
 class ApiClientCreate(Struct):
     name: Name
     scopes: ScopeList
+    organization_id: UUID | None = None  # a sysadmin names the organization; others may only name their own
 
 
 class PersonalToken(msgspec.Struct):

@@ -8,6 +8,7 @@ themselves, so they cannot forget it; an id of another organization is simply no
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -30,7 +31,9 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
             raise ValueError("an organization-scoped repository needs an organization_id")
         self.organization_id = organization_id
         column = self.model_type.organization_id  # type: ignore[attr-defined]
-        kwargs.setdefault("statement", select(self.model_type).where(column == organization_id))
+        # The services pass ``statement=None`` explicitly, so never rely on ``setdefault`` here.
+        base = kwargs.get("statement")
+        kwargs["statement"] = (select(self.model_type) if base is None else base).where(column == organization_id)
         super().__init__(session=session, **kwargs)
 
     def _stamp(self, data: ModelT) -> ModelT:
@@ -48,6 +51,39 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
 
     async def update(self, data: ModelT, **kwargs: Any) -> ModelT:
         return await super().update(self._stamp(data), **kwargs)
+
+    # The bulk operations of the base class build their own statements without ``self.statement``:
+    # each is narrowed to this organization here, or refused.
+
+    @property
+    def _in_org(self) -> Any:
+        return self.model_type.organization_id == self.organization_id  # type: ignore[attr-defined]
+
+    async def _own_ids(self, ids: Sequence[Any], id_attribute: Any = None) -> list[Any]:
+        if id_attribute is None or isinstance(id_attribute, str):
+            column = getattr(self.model_type, id_attribute or self.id_attribute)
+        else:
+            column = id_attribute
+        return list(await self.session.scalars(select(column).where(self._in_org, column.in_(list(ids)))))
+
+    async def delete_many(self, item_ids: list[Any], **kwargs: Any) -> Sequence[ModelT]:
+        own = await self._own_ids(item_ids, kwargs.get("id_attribute"))
+        return await super().delete_many(own, **kwargs) if own else []
+
+    async def delete_where(self, *filters: Any, **kwargs: Any) -> Sequence[ModelT]:
+        return await super().delete_where(*filters, self._in_org, **kwargs)
+
+    async def update_many(self, data: list[ModelT], **kwargs: Any) -> list[ModelT]:
+        ids = {getattr(item, self.id_attribute) for item in data}
+        if len(await self._own_ids(list(ids))) != len(ids):
+            raise NotFoundError("Not found")
+        return await super().update_many([self._stamp(item) for item in data], **kwargs)
+
+    async def upsert(self, *args: Any, **kwargs: Any) -> ModelT:
+        raise NotImplementedError("upsert is not organization-scoped here; use add or update")
+
+    async def upsert_many(self, *args: Any, **kwargs: Any) -> list[ModelT]:
+        raise NotImplementedError("upsert_many is not organization-scoped here; use add_many or update_many")
 
 
 class OrgScopedService(SQLAlchemyAsyncRepositoryService[ModelT], Generic[ModelT]):

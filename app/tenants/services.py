@@ -214,10 +214,10 @@ class ApiClientService(OrgScopedService[ApiClient]):
         bad = unknown_scopes(scopes)
         if bad:
             raise ValidationProblem(f"Unknown scopes: {', '.join(bad)}", "scopes")
-        if actor.kind == "user":
-            beyond = [s for s in scopes if s not in actor.scopes]
-            if beyond:
-                raise Forbidden(f"You cannot grant scopes you do not hold: {', '.join(beyond)}")
+        # users and clients alike: a credential never mints a broader one
+        beyond = [s for s in scopes if s not in actor.scopes]
+        if beyond:
+            raise Forbidden(f"You cannot grant scopes you do not hold: {', '.join(beyond)}")
         secret = new_secret("vcs")
         client = await self.create(
             ApiClient(
@@ -246,6 +246,16 @@ class ApiClientService(OrgScopedService[ApiClient]):
 # ---------------------------------------------------------------- bearer tokens
 
 
+class InstanceApiClientRepository(SQLAlchemyAsyncRepository[ApiClient]):
+    model_type = ApiClient
+
+
+class InstanceApiClientService(SQLAlchemyAsyncRepositoryService[ApiClient]):
+    """Every organization's API clients: the sysadmin's listing only, never a tenant's."""
+
+    repository_type = InstanceApiClientRepository
+
+
 class TokenRepository(SQLAlchemyAsyncRepository[AccessToken]):
     model_type = AccessToken
 
@@ -256,8 +266,14 @@ class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):
     repository_type = TokenRepository
 
     async def create_personal(
-        self, user: User, name: str, scopes: Sequence[str] | None, expires_in_days: int | None
+        self,
+        user: User,
+        name: str,
+        scopes: Sequence[str] | None,
+        expires_in_days: int | None,
+        within: frozenset[str] | None = None,
     ) -> tuple[AccessToken, str]:
+        """A new token of ``user``; ``within`` is the scopes of the credential asking for it, if any."""
         allowed = ROLE_SCOPES[user.role]
         wanted = list(allowed) if scopes is None else list(scopes)
         bad = unknown_scopes(wanted)
@@ -266,6 +282,9 @@ class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):
         beyond = [s for s in wanted if s not in allowed]
         if beyond:
             raise Forbidden(f"Your role does not allow these scopes: {', '.join(beyond)}")
+        beyond = [s for s in wanted if within is not None and s not in within]
+        if beyond:
+            raise Forbidden(f"A token cannot create a token with more scopes than its own: {', '.join(beyond)}")
         raw = new_secret("vol_pat")
         token = await self.create(
             AccessToken(

@@ -88,7 +88,7 @@ class SessionController(Controller):
 
     @post("/logout", name="logout")
     async def logout(self, request: HTMXRequest) -> Response[Any]:
-        request.clear_session()
+        request.set_session({})  # sign out: nothing of the old session survives
         flash(request, "You are signed out.", "success")
         return Redirect("/login", status_code=303)
 
@@ -175,7 +175,7 @@ class PasswordController(Controller):
         if user is None:  # used or expired in the meantime
             context["valid"] = False
             return page("auth/reset_password.html", context, status=400, headers=_NO_REFERRER)
-        request.clear_session()
+        request.set_session({})  # sign out: nothing of the old session survives
         flash(request, "Your password has been changed. Sign in with your new password.", "success")
         return await see_other(db_session, "/login")
 
@@ -214,7 +214,9 @@ class PasswordController(Controller):
             return page("auth/change_password.html", context, status=422)
         user = await accounts.set_password(user, new)  # bumps session_version: signs out other browsers
         start_session(request, user)  # ...but this one stays signed in
-        flash(request, "Your password has been changed. Other browsers signed in as you have been signed out.", "success")
+        flash(
+            request, "Your password has been changed. Other browsers signed in as you have been signed out.", "success"
+        )
         return await see_other(db_session, "/account/password")
 
 

@@ -174,4 +174,6 @@ class OrganizationPages(Controller):
                 flash(request, f"{user.name} <{user.email}> is now an admin of “{org.name}”.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{org.id}")
         data.pop("password", None)
-        return await self._detail_page(organization_id, organizations, db_session, 1, form=data, errors=errors, status=422)
+        return await self._detail_page(
+            organization_id, organizations, db_session, 1, form=data, errors=errors, status=422
+        )

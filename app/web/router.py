@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from advanced_alchemy.exceptions import RepositoryError
 from litestar import Router
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
@@ -12,6 +13,7 @@ from app.web.admin import OrganizationPages
 from app.web.auth import WebSessionAuthMiddleware
 from app.web.clients import ClientPages
 from app.web.common import add_vary, provide_web_principal
+from app.web.errors import web_exception_handler
 from app.web.tokens import TokenPages
 from app.web.users import UserPages
 
@@ -34,4 +36,7 @@ def make_web_router() -> Router:
         middleware=[DefineMiddleware(WebSessionAuthMiddleware)],
         dependencies={"principal": Provide(provide_web_principal, sync_to_thread=False)},
         after_request=add_vary,
+        # The SQLAlchemy plugin registers an app-level handler for RepositoryError (NotFoundError...),
+        # which would win over the app's generic one: pages must answer with pages.
+        exception_handlers={RepositoryError: web_exception_handler},
     )

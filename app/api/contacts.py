@@ -1,0 +1,184 @@
+"""REST controllers of contacts (with CSV import/export) and categories."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.filters import LimitOffset, OrderBy
+from advanced_alchemy.service import OffsetPagination
+from litestar import Controller, Request, delete, get, patch, post
+from litestar.datastructures import UploadFile
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, Parameter
+from litestar.response import Stream
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts import csvio, schemas
+from app.contacts.fields import FieldError, check_region
+from app.contacts.services import CategoryService, ContactService
+from app.tenants.auth import session_maker
+from app.tenants.guards import requires_scope
+from app.tenants.principal import Principal
+from app.tenants.services import ValidationProblem
+
+READ = requires_scope("contacts:read")
+WRITE = requires_scope("contacts:write")
+BY_NAME = OrderBy(field_name="name", sort_order="asc")
+# Multipart framing around a file of up to csvio.MAX_BYTES; larger bodies are refused with 413.
+IMPORT_BODY_LIMIT = csvio.MAX_BYTES + 256 * 1024
+
+Query = Annotated[
+    str | None, Parameter(query="q", max_length=200, description="Words that must each match a name, e-mail or phone.")
+]
+CategoryFilter = Annotated[UUID | None, Parameter(query="category_id", description="Only contacts in this category.")]
+Region = Annotated[
+    str | None,
+    Parameter(
+        query="region",
+        min_length=2,
+        max_length=2,
+        description="Country (ISO 3166 alpha-2) for phone numbers written without +country code, e.g. GB.",
+    ),
+]
+
+
+def _org(principal: Principal) -> UUID:
+    if principal.organization_id is None:
+        raise ValidationProblem("Contacts belong to an organization; sysadmins have none.")
+    return principal.organization_id
+
+
+def provide_contacts(db_session: AsyncSession, principal: Principal) -> ContactService:
+    return ContactService(session=db_session, organization_id=_org(principal))
+
+
+def provide_categories(db_session: AsyncSession, principal: Principal) -> CategoryService:
+    return CategoryService(session=db_session, organization_id=_org(principal))
+
+
+def _changes(data: msgspec.Struct) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+
+
+@dataclass
+class ContactImport:
+    file: UploadFile
+
+
+class ContactController(Controller):
+    path = "/contacts"
+    tags = ["contacts"]
+    guards = [READ]
+    dependencies = {"contacts": Provide(provide_contacts, sync_to_thread=False)}
+
+    @get("", summary="List contacts (search with q, filter by category_id)")
+    async def list_contacts(
+        self, contacts: ContactService, limit_offset: LimitOffset, q: Query = None, category_id: CategoryFilter = None
+    ) -> OffsetPagination[schemas.Contact]:
+        items, total = await contacts.search(limit_offset, q=q, category_id=category_id)
+        return contacts.to_schema(items, total, filters=[limit_offset], schema_type=schemas.Contact)
+
+    @post("", summary="Create a contact", guards=[WRITE])
+    async def create_contact(self, contacts: ContactService, data: schemas.ContactCreate) -> schemas.Contact:
+        contact = await contacts.create(msgspec.structs.asdict(data))
+        return contacts.to_schema(contact, schema_type=schemas.Contact)
+
+    @post(
+        "/import",
+        summary="Import contacts from CSV (multipart field `file`); answers counts and per-row errors",
+        guards=[WRITE],
+        status_code=200,
+        request_max_body_size=IMPORT_BODY_LIMIT,
+    )
+    async def import_contacts(
+        self,
+        db_session: AsyncSession,
+        principal: Principal,
+        data: Annotated[ContactImport, Body(media_type=RequestEncodingType.MULTI_PART)],
+        region: Region = None,
+    ) -> schemas.ImportReport:
+        try:
+            default_region = check_region(region) if region else None
+        except FieldError as exc:
+            raise ValidationProblem(str(exc), "region") from None
+        contacts = ContactService(session=db_session, organization_id=_org(principal), default_region=default_region)
+        parsed = csvio.parse_csv(await data.file.read(csvio.MAX_BYTES + 1))
+        return await csvio.import_contacts(contacts, parsed)
+
+    @get("/export", summary="Export contacts as CSV (same columns as the import, plus id)", media_type="text/csv")
+    async def export_contacts(
+        self,
+        request: Request[Any, Any, Any],
+        contacts: ContactService,
+        q: Query = None,
+        category_id: CategoryFilter = None,
+    ) -> Stream:
+        contacts.search_filters(q, category_id)  # bad input answers 422 before the download starts
+        organization_id = contacts.organization_id
+        maker = session_maker(request)
+
+        async def rows() -> AsyncIterator[str]:
+            async with maker() as session:
+                service = ContactService(session=session, organization_id=organization_id)
+                async for chunk in csvio.export_csv(service, q=q, category_id=category_id):
+                    yield chunk
+
+        return Stream(
+            rows(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="contacts.csv"'},
+        )
+
+    @get("/{contact_id:uuid}", summary="Get a contact")
+    async def get_contact(self, contacts: ContactService, contact_id: UUID) -> schemas.Contact:
+        return contacts.to_schema(await contacts.get(contact_id), schema_type=schemas.Contact)
+
+    @patch("/{contact_id:uuid}", summary="Update a contact", guards=[WRITE])
+    async def update_contact(
+        self, contacts: ContactService, contact_id: UUID, data: schemas.ContactUpdate
+    ) -> schemas.Contact:
+        contact = await contacts.update_contact(contact_id, _changes(data))
+        return contacts.to_schema(contact, schema_type=schemas.Contact)
+
+    @delete("/{contact_id:uuid}", summary="Delete a contact", guards=[WRITE])
+    async def delete_contact(self, contacts: ContactService, contact_id: UUID) -> None:
+        await contacts.remove(contact_id)
+
+
+class CategoryController(Controller):
+    path = "/categories"
+    tags = ["categories"]
+    guards = [READ]
+    dependencies = {"categories": Provide(provide_categories, sync_to_thread=False)}
+
+    @get("", summary="List categories (by name)")
+    async def list_categories(
+        self, categories: CategoryService, limit_offset: LimitOffset
+    ) -> OffsetPagination[schemas.Category]:
+        items, total = await categories.list_and_count(limit_offset, BY_NAME)
+        return categories.to_schema(items, total, filters=[limit_offset], schema_type=schemas.Category)
+
+    @post("", summary="Create a category", guards=[WRITE])
+    async def create_category(self, categories: CategoryService, data: schemas.CategoryCreate) -> schemas.Category:
+        category = await categories.create(msgspec.structs.asdict(data))
+        return categories.to_schema(category, schema_type=schemas.Category)
+
+    @get("/{category_id:uuid}", summary="Get a category")
+    async def get_category(self, categories: CategoryService, category_id: UUID) -> schemas.Category:
+        return categories.to_schema(await categories.get(category_id), schema_type=schemas.Category)
+
+    @patch("/{category_id:uuid}", summary="Rename or describe a category", guards=[WRITE])
+    async def update_category(
+        self, categories: CategoryService, category_id: UUID, data: schemas.CategoryUpdate
+    ) -> schemas.Category:
+        category = await categories.update_category(category_id, _changes(data))
+        return categories.to_schema(category, schema_type=schemas.Category)
+
+    @delete("/{category_id:uuid}", summary="Delete a category (its contacts stay)", guards=[WRITE])
+    async def delete_category(self, categories: CategoryService, category_id: UUID) -> None:
+        await categories.remove(category_id)

@@ -1,0 +1,173 @@
+"""REST controllers of servicechains and messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.filters import LimitOffset, OrderBy
+from advanced_alchemy.service import OffsetPagination
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts.services import ContactService
+from app.messaging import schemas
+from app.messaging.coordinator import Coordinator
+from app.messaging.models import Attempt, Direction, Message, MessageState
+from app.messaging.services import MessageService, ServicechainService, request_hash
+from app.tenants.guards import requires_scope
+from app.tenants.principal import Principal
+from app.tenants.services import ValidationProblem
+
+NEWEST = OrderBy(field_name="created_at", sort_order="desc")
+OLDEST = OrderBy(field_name="created_at", sort_order="asc")
+
+
+def _org(principal: Principal) -> UUID:
+    if principal.organization_id is None:
+        raise ValidationProblem("This resource belongs to an organization; sysadmins have none.")
+    return principal.organization_id
+
+
+def provide_chains(db_session: AsyncSession, principal: Principal) -> ServicechainService:
+    return ServicechainService(session=db_session, organization_id=_org(principal))
+
+
+def provide_messages(db_session: AsyncSession, principal: Principal) -> MessageService:
+    return MessageService(session=db_session, organization_id=_org(principal))
+
+
+def message_out(message: Message, attempts: list[Attempt] | None = None) -> schemas.Message:
+    out = msgspec.convert(
+        {
+            **{f: getattr(message, f) for f in schemas.Message.__struct_fields__ if f not in {"reply_to", "attempts"}},
+            "reply_to": message.reply_to_id,
+        },
+        schemas.Message,
+        from_attributes=True,
+    )
+    if attempts is not None:
+        out.attempts = [msgspec.convert(a, schemas.Attempt, from_attributes=True) for a in attempts]
+    return out
+
+
+class ServicechainController(Controller):
+    path = "/servicechains"
+    tags = ["servicechains"]
+    dependencies = {"chains": Provide(provide_chains, sync_to_thread=False)}
+
+    @get("", summary="List servicechains", guards=[requires_scope("servicechains:read")])
+    async def list_chains(
+        self, chains: ServicechainService, limit_offset: LimitOffset
+    ) -> OffsetPagination[schemas.Servicechain]:
+        items, total = await chains.list_and_count(limit_offset, OrderBy(field_name="name", sort_order="asc"))
+        return chains.to_schema(items, total, filters=[limit_offset], schema_type=schemas.Servicechain)
+
+    @post("", summary="Create a servicechain", guards=[requires_scope("servicechains:write")])
+    async def create_chain(
+        self, chains: ServicechainService, data: schemas.ServicechainCreate
+    ) -> schemas.Servicechain:
+        chain = await chains.create_chain(msgspec.structs.asdict(data))
+        return chains.to_schema(chain, schema_type=schemas.Servicechain)
+
+    @get("/{chain_id:uuid}", summary="Get a servicechain", guards=[requires_scope("servicechains:read")])
+    async def get_chain(self, chains: ServicechainService, chain_id: UUID) -> schemas.Servicechain:
+        return chains.to_schema(await chains.get(chain_id), schema_type=schemas.Servicechain)
+
+    @patch("/{chain_id:uuid}", summary="Update a servicechain", guards=[requires_scope("servicechains:write")])
+    async def update_chain(
+        self, chains: ServicechainService, chain_id: UUID, data: schemas.ServicechainUpdate
+    ) -> schemas.Servicechain:
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        chain = await chains.update_chain(chain_id, changes)
+        return chains.to_schema(chain, schema_type=schemas.Servicechain)
+
+    @delete(
+        "/{chain_id:uuid}", summary="Delete a servicechain (409 while in use)",
+        guards=[requires_scope("servicechains:write")],
+    )
+    async def delete_chain(self, chains: ServicechainService, chain_id: UUID) -> None:
+        await chains.remove(chain_id)
+
+
+class MessageController(Controller):
+    path = "/messages"
+    tags = ["messages"]
+    dependencies = {"messages": Provide(provide_messages, sync_to_thread=False)}
+
+    @post("", summary="Send a message (201; Idempotency-Key supported)", guards=[requires_scope("messages:send")])
+    async def send(
+        self,
+        request: Request[Any, Any, Any],
+        messages: MessageService,
+        data: schemas.MessageCreate,
+        idempotency_key: Annotated[
+            str | None, Parameter(header="Idempotency-Key", max_length=255, required=False)
+        ] = None,
+    ) -> Response[schemas.Message]:
+        message, replayed = await messages.accept(data, idempotency_key, request_hash(data))
+        if not replayed:
+            coordinator: Coordinator = request.app.state.coordinator
+            await coordinator.dispatch(messages.session, message.id)
+        message = await messages.get(message.id, auto_expunge=False)
+        await messages.session.refresh(message)
+        out = message_out(message, await messages.attempts_of(message.id))
+        return Response(out, status_code=201, headers={"Idempotent-Replayed": "true"} if replayed else {})
+
+    @post("/preview", summary="Render content for a contact", guards=[requires_scope("messages:send")], status_code=200)
+    async def preview(self, messages: MessageService, data: schemas.Preview) -> schemas.Rendered:
+        _, content = await messages.render_for(data.contact_id, data.content)
+        return schemas.Rendered(content=content)
+
+    @get("", summary="List messages", guards=[requires_scope("messages:read")])
+    async def list_messages(
+        self,
+        messages: MessageService,
+        limit_offset: LimitOffset,
+        contact_id: UUID | None = None,
+        message_state: Annotated[schemas.StateName | None, Parameter(query="state")] = None,
+        direction: Annotated[str | None, Parameter(query="direction", pattern="^(incoming|outgoing)$")] = None,
+        blast_id: UUID | None = None,
+        since: datetime | None = None,
+    ) -> OffsetPagination[schemas.Message]:
+        filters: list[Any] = []
+        if contact_id:
+            filters.append(Message.contact_id == contact_id)
+        if message_state:
+            filters.append(Message.state == MessageState(message_state))
+        if direction:
+            filters.append(Message.direction == Direction(direction))
+        if blast_id:
+            filters.append(Message.blast_id == blast_id)
+        if since:
+            filters.append(Message.created_at >= since)
+        items, total = await messages.list_and_count(*filters, limit_offset, NEWEST)
+        return OffsetPagination(
+            items=[message_out(m) for m in items], total=total, limit=limit_offset.limit, offset=limit_offset.offset
+        )
+
+    @get("/{message_id:uuid}", summary="Get a message with its attempts", guards=[requires_scope("messages:read")])
+    async def get_message(self, messages: MessageService, message_id: UUID) -> schemas.Message:
+        message = await messages.get(message_id)
+        return message_out(message, await messages.attempts_of(message_id))
+
+
+class ConversationController(Controller):
+    path = "/contacts/{contact_id:uuid}/messages"
+    tags = ["contacts"]
+    dependencies = {"messages": Provide(provide_messages, sync_to_thread=False)}
+
+    @get("", summary="A contact's conversation, both directions, oldest first",
+         guards=[requires_scope("contacts:read", "messages:read")])
+    async def conversation(
+        self, messages: MessageService, contact_id: UUID, limit_offset: LimitOffset
+    ) -> OffsetPagination[schemas.Message]:
+        await ContactService(session=messages.session, organization_id=messages.organization_id).get(contact_id)
+        items, total = await messages.list_and_count(Message.contact_id == contact_id, limit_offset, OLDEST)
+        return OffsetPagination(
+            items=[message_out(m) for m in items], total=total, limit=limit_offset.limit, offset=limit_offset.offset
+        )

@@ -1,0 +1,344 @@
+"""Business rules of contacts and categories, on organization-scoped repositories.
+
+Both services are built for one organization (``ContactService(session, organization_id)``): an id of
+another organization is not found, exactly like an id that does not exist. Pages and the API call the
+same methods:
+
+- ``ContactService.create(dict)`` / ``update(dict, item_id=…)`` / ``delete(id)`` / ``get(id)`` apply the
+  rules below (through the ``to_model_on_*`` hooks and :meth:`ContactService.update_contact`);
+- :meth:`ContactService.search` lists with ``q`` and ``category_id``;
+- :meth:`ContactService.set_opt_out`, :meth:`ContactService.find_by_address` and
+  :meth:`ContactService.create_unknown` serve the messaging pipeline (STOP/START, inbound senders).
+
+Rules: phones are stored in E.164 (see ``docs/decisions/0006-phone-numbers.md``), e-mail addresses
+lowercased, blank text becomes null, a contact needs a name or an address, ``category_ids`` must all be
+categories of the organization (others answer 422 naming them, as if they did not exist), and
+``opted_out`` stamps ``opted_out_at`` when it changes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from advanced_alchemy.filters import OrderBy, StatementFilter
+from advanced_alchemy.service import is_dict
+from sqlalchemy import ColumnElement, and_, delete, func, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts.fields import (
+    FieldError,
+    clean_text,
+    has_control_chars,
+    normalise_email,
+    normalise_phone,
+    normalise_telegram_chat_id,
+)
+from app.contacts.models import Category, Contact, contact_category
+from app.tenants.scoping import OrgScopedRepository, OrgScopedService
+from app.tenants.services import Conflict, ValidationProblem
+
+TEXT_FIELDS = ("title", "first_name", "surname")
+IDENTIFYING_FIELDS = ("first_name", "surname", "phone", "email", "telegram_chat_id")
+NEEDS_IDENTITY = "A contact needs a name, a phone number, an e-mail address or a Telegram chat id."
+AddressField = Literal["phone", "email", "telegram_chat_id"]
+MAX_QUERY_TERMS = 8
+_PHONE_NOISE = re.compile(r"[\s+\-().]")
+NEWEST: tuple[OrderBy, OrderBy] = (
+    OrderBy(field_name="created_at", sort_order="desc"),
+    OrderBy(field_name="id", sort_order="desc"),
+)
+
+
+class FieldErrors(ValidationProblem):
+    """Several field-level problems at once (422 with one ``errors`` entry per field)."""
+
+    def __init__(self, errors: dict[str, str], detail: str | None = None) -> None:
+        first = next(iter(errors))
+        super().__init__(detail or "; ".join(f"{field}: {message}" for field, message in errors.items()), first)
+        self.errors = errors
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- categories
+
+
+class CategoryRepository(OrgScopedRepository[Category]):
+    model_type = Category
+
+
+class CategoryService(OrgScopedService[Category]):
+    """Categories of one organization. Names are unique per organization, ignoring case."""
+
+    repository_type = CategoryRepository
+
+    async def _check_name(self, name: str, *, exclude: UUID | None = None) -> None:
+        clash = [func.lower(Category.name) == name.lower()]
+        if exclude is not None:
+            clash.append(Category.id != exclude)
+        if await self.exists(*clash):
+            raise Conflict(f"A category named {name!r} already exists.")
+
+    def _clean(self, data: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, str] = {}
+        for field in ("name", "description"):
+            if field in data:
+                try:
+                    data[field] = clean_text(data[field])
+                except FieldError as exc:
+                    errors[field] = str(exc)
+        if "name" in data and data["name"] is None and "name" not in errors:
+            errors["name"] = "A category needs a name."
+        if errors:
+            raise FieldErrors(errors)
+        return data
+
+    async def to_model_on_create(self, data: Any) -> Any:
+        if is_dict(data):
+            data = self._clean(dict(data))
+            await self._check_name(data["name"])
+        return data
+
+    async def to_model_on_update(self, data: Any) -> Any:
+        if is_dict(data):
+            data = self._clean(dict(data))
+        return data
+
+    async def update_category(self, category_id: UUID, changes: dict[str, Any]) -> Category:
+        category = await self.get(category_id)
+        changes = self._clean(dict(changes))
+        if "name" in changes and changes["name"] != category.name:
+            await self._check_name(changes["name"], exclude=category.id)
+        for key, value in changes.items():
+            setattr(category, key, value)
+        return await self.repository.update(category)
+
+    async def remove(self, category_id: UUID) -> None:
+        """Delete a category; its contacts stay, they just leave it."""
+        category = await self.get(category_id)
+        await self.repository.session.execute(
+            delete(contact_category).where(contact_category.c.category_id == category.id)
+        )
+        await self.repository.delete(category.id)
+
+    async def resolve(self, ids: Iterable[UUID]) -> list[Category]:
+        """The categories of these ids; any id that is not one of this organization's → 422 naming it."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        found = {c.id: c for c in await self.list(Category.id.in_(wanted))}
+        missing = [str(i) for i in wanted if i not in found]
+        if missing:
+            raise FieldErrors({"category_ids": f"Unknown category ids: {', '.join(missing)}."})
+        return [found[i] for i in wanted]
+
+    async def by_names(self, names: Iterable[str], *, create: bool = True) -> dict[str, Category]:
+        """Categories by lowercased name, creating the missing ones (used by the CSV import)."""
+        wanted: dict[str, str] = {}
+        for name in names:
+            if name and name.strip():
+                wanted.setdefault(name.strip().lower(), name.strip())  # the first spelling wins
+        if not wanted:
+            return {}
+        found: dict[str, Category] = {}
+        for category in await self.list(func.lower(Category.name).in_(list(wanted))):
+            found.setdefault(category.name.lower(), category)
+        if create:
+            for key, name in wanted.items():
+                if key not in found:
+                    found[key] = await self.create({"name": name})
+        return found
+
+
+# ---------------------------------------------------------------- contacts
+
+
+class ContactRepository(OrgScopedRepository[Contact]):
+    model_type = Contact
+
+
+class ContactService(OrgScopedService[Contact]):
+    """Contacts of one organization."""
+
+    repository_type = ContactRepository
+
+    def __init__(
+        self, session: AsyncSession, organization_id: UUID, *, default_region: str | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(session=session, organization_id=organization_id, **kwargs)
+        self.default_region = default_region  # else VOLUBLE_DEFAULT_REGION, else international format only
+
+    @property
+    def categories(self) -> CategoryService:
+        return CategoryService(session=self.repository.session, organization_id=self.organization_id)
+
+    # ------------------------------------------------------------ normalisation
+
+    def normalise_fields(self, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """(normalised data, field errors) for the plain fields present in ``data``; never raises."""
+        out = dict(data)
+        errors: dict[str, str] = {}
+        for field in (*TEXT_FIELDS, "notes", "phone", "email", "telegram_chat_id"):
+            if field not in out:
+                continue
+            try:
+                text = clean_text(out[field], multiline=field == "notes")
+                if text is not None and field == "phone":
+                    text = normalise_phone(text, self.default_region)
+                elif text is not None and field == "email":
+                    text = normalise_email(text)
+                elif text is not None and field == "telegram_chat_id":
+                    text = normalise_telegram_chat_id(text)
+                out[field] = text
+            except FieldError as exc:
+                errors[field] = str(exc)
+        return out, errors
+
+    async def _prepare(self, data: dict[str, Any]) -> dict[str, Any]:
+        out, errors = self.normalise_fields(data)
+        if "category_ids" in out:
+            try:
+                out["categories"] = await self.categories.resolve(out.pop("category_ids") or [])
+            except FieldErrors as exc:
+                errors.update(exc.errors)
+        if errors:
+            raise FieldErrors(errors)
+        return out
+
+    @staticmethod
+    def _require_identity(values: dict[str, Any]) -> None:
+        if not any(values.get(field) for field in IDENTIFYING_FIELDS):
+            raise FieldErrors({"first_name": NEEDS_IDENTITY}, detail=NEEDS_IDENTITY)
+
+    async def to_model_on_create(self, data: Any) -> Any:
+        if is_dict(data):
+            data = await self._prepare(data)
+            self._require_identity(data)
+            if data.get("opted_out"):
+                data.setdefault("opted_out_at", utcnow())
+            else:
+                data.pop("opted_out_via", None)
+        return data
+
+    async def to_model_on_update(self, data: Any) -> Any:
+        if is_dict(data):
+            data = await self._prepare(data)
+        return data
+
+    # ------------------------------------------------------------ writes
+
+    async def update(self, data: Any, item_id: Any | None = None, **kwargs: Any) -> Contact:
+        """A dict with ``item_id`` goes through :meth:`update_contact` (the rules need the current row)."""
+        if item_id is not None and is_dict(data):
+            return await self.update_contact(item_id, data, auto_commit=kwargs.get("auto_commit"))
+        return await super().update(data, item_id=item_id, **kwargs)
+
+    async def update_contact(
+        self, contact_id: UUID, changes: dict[str, Any], *, auto_commit: bool | None = None
+    ) -> Contact:
+        contact = await self.get(contact_id)
+        changes = await self._prepare(changes)
+        self._require_identity({f: changes.get(f, getattr(contact, f)) for f in IDENTIFYING_FIELDS})
+        opted_out = changes.pop("opted_out", None)
+        changes.pop("opted_out_at", None)
+        via = changes.pop("opted_out_via", None)
+        for key, value in changes.items():
+            setattr(contact, key, value)
+        if opted_out is not None:
+            self._apply_opt_out(contact, bool(opted_out), via)
+        return await self.repository.update(contact, auto_commit=auto_commit)
+
+    @staticmethod
+    def _apply_opt_out(contact: Contact, opted_out: bool, via: str | None) -> bool:
+        """Set the opt-out state; True when it changed. Repeating the current state changes nothing."""
+        if bool(contact.opted_out) == opted_out:
+            return False
+        contact.opted_out = opted_out
+        contact.opted_out_at = utcnow() if opted_out else None
+        contact.opted_out_via = via if opted_out else None
+        return True
+
+    async def set_opt_out(self, contact_id: UUID, opted_out: bool, *, via: str | None = None) -> Contact:
+        """Opt a contact out of (or back into) every service of the organization.
+
+        ``via`` names the service a STOP came through; a manual opt-out (API, page, import) has none.
+        """
+        contact = await self.get(contact_id)
+        if self._apply_opt_out(contact, opted_out, via):
+            contact = await self.repository.update(contact)
+        return contact
+
+    async def remove(self, contact_id: UUID) -> None:
+        await self.delete(contact_id)
+
+    # ------------------------------------------------------------ reads
+
+    def search_filters(self, q: str | None = None, category_id: UUID | None = None) -> list[ColumnElement[bool]]:
+        """Where-clauses for ``q`` and a category.
+
+        Every word of ``q`` must match (case-insensitively, anywhere) a first name, surname, e-mail or phone;
+        a ``q`` made only of digits and phone punctuation (``+44 20 7946``) matches phones, however spaced.
+        """
+        clauses: list[ColumnElement[bool]] = []
+        if q is not None:
+            if has_control_chars(q):
+                raise ValidationProblem("The search must not contain control characters.", "q")
+            compact = _PHONE_NOISE.sub("", q)
+            if compact.isascii() and compact.isdigit() and len(compact) >= 3:  # a phone number, however it is spaced
+                clauses.append(Contact.phone.contains(compact, autoescape=True))
+            else:
+                for term in q.lower().split()[:MAX_QUERY_TERMS]:
+                    clauses.append(
+                        or_(
+                            func.lower(Contact.first_name).contains(term, autoescape=True),
+                            func.lower(Contact.surname).contains(term, autoescape=True),
+                            Contact.email.contains(term, autoescape=True),
+                            Contact.phone.contains(term, autoescape=True),
+                        )
+                    )
+        if category_id is not None:
+            clauses.append(Contact.categories.any(Category.id == category_id))
+        return [and_(*clauses)] if clauses else []
+
+    async def search(
+        self,
+        *filters: StatementFilter | ColumnElement[bool],
+        q: str | None = None,
+        category_id: UUID | None = None,
+    ) -> tuple[Sequence[Contact], int]:
+        """A page of contacts, newest first, matching ``q`` and ``category_id`` (plus any ``filters``)."""
+        return await self.list_and_count(*self.search_filters(q, category_id), *filters, *NEWEST)
+
+    async def find_by_address(self, field: AddressField, value: str) -> Contact | None:
+        """The oldest contact with this address (normalised as on input), or None."""
+        try:
+            normalised = self.normalise_address(field, value)
+        except FieldError:
+            return None
+        column = getattr(Contact, field)
+        rows = await self.list(column == normalised, OrderBy(field_name="created_at", sort_order="asc"))
+        return rows[0] if rows else None
+
+    def normalise_address(self, field: AddressField, value: str) -> str:
+        if field == "phone":
+            return normalise_phone(value, self.default_region)
+        if field == "email":
+            return normalise_email(value)
+        return normalise_telegram_chat_id(value)
+
+    async def create_unknown(self, field: AddressField, value: str) -> Contact:
+        """A contact for a sender we did not know, flagged ``is_unknown`` (inbound messages)."""
+        return await self.create({field: value, "is_unknown": True})
+
+    async def list_by_ids(self, ids: Iterable[UUID]) -> list[Contact]:
+        """The contacts of these ids that belong to the organization (others are silently absent)."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        return list(await self.list(Contact.id.in_(wanted)))

@@ -1,0 +1,177 @@
+"""The coordinator: walks a message along its chain, records every attempt, applies outcomes.
+
+It runs wherever a message needs to move: in the web process right after a message is accepted,
+and in the workers' ``events`` queue when a send job reports back. The database decides: attempts
+are numbered per message (unique), outcomes are recorded only while an attempt is pending, and the
+state machine refuses backward moves, so a repeated event or a racing coordinator changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from saq import Queue
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.contacts.models import Contact
+from app.logging import get_logger
+from app.messaging import credits, state
+from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
+from app.plugins.registry import PluginRegistry, service_statuses
+from app.plugins.services import CredentialService
+from app.tenants.models import Organization
+from app.worker.queues import SEND_QUEUE
+
+log = get_logger(__name__)
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def send_job_key(attempt_id: UUID | str) -> str:
+    return f"send:{attempt_id}"
+
+
+@dataclass
+class Coordinator:
+    settings: Settings
+    registry: PluginRegistry
+    queues: dict[str, Queue]
+    #: seconds a plugin gets; the send job's own timeout leaves room for the database work around it
+    send_timeout: float = 30.0
+
+    async def dispatch(self, session: AsyncSession, message_id: UUID) -> None:
+        """Start the next service of the chain (or fail the message); commits. Safe to call twice."""
+        message = await session.scalar(select(Message).where(Message.id == message_id).with_for_update())
+        if message is None or message.state not in state.IN_FLIGHT:
+            return
+        if message.send_at is not None and message.send_at > utcnow() and message.state == MessageState.PENDING:
+            return  # scheduled: the sweep dispatches it when due
+        attempts = list(
+            await session.scalars(select(Attempt).where(Attempt.message_id == message.id).order_by(Attempt.seq))
+        )
+        if any(a.outcome == AttemptOutcome.PENDING for a in attempts):
+            return  # a service is working on it
+        contact = await session.get(Contact, message.contact_id)
+        org = await session.get(Organization, message.organization_id)
+        if contact is None or org is None:
+            await self._fail(session, message, "contact_missing")
+            return
+        if org.suspended:
+            await self._fail(session, message, "organization_suspended")
+            return
+        if contact.opted_out:
+            await self._fail(session, message, "opted_out")
+            return
+        statuses = await service_statuses(session)
+        creds = CredentialService(
+            session=session, organization_id=message.organization_id, settings=self.settings, registry=self.registry
+        )
+        seq = len(attempts)
+        while seq < len(message.route):
+            name = message.route[seq]
+            reason = await self._unusable(name, statuses, creds, contact, message)
+            now = utcnow()
+            if reason is not None:
+                session.add(
+                    Attempt(
+                        organization_id=message.organization_id, message_id=message.id, seq=seq, service=name,
+                        outcome=AttemptOutcome.FAILED, error=reason, started_at=now, finished_at=now,
+                    )
+                )
+                seq += 1
+                continue
+            attempt = Attempt(
+                organization_id=message.organization_id, message_id=message.id, seq=seq, service=name,
+                outcome=AttemptOutcome.PENDING, started_at=now,
+            )
+            session.add(attempt)
+            try:
+                await session.flush()
+            except IntegrityError:  # another coordinator got here first
+                await session.rollback()
+                return
+            await state.move(session, message.id, MessageState.SENDING, service=name)
+            await session.commit()
+            await self.enqueue_send(attempt.id)
+            return
+        await self._fail(session, message, "every service of the chain failed" if message.route else "empty chain")
+
+    async def _unusable(
+        self, name: str, statuses: dict[str, Any], creds: CredentialService, contact: Contact, message: Message
+    ) -> str | None:
+        status = statuses.get(name)
+        if status is None:
+            return "unknown_service: not installed"
+        if status.status != "available":
+            return f"blacklisted: {status.reason or 'failed its health check'}"
+        plugin = self.registry.get(name)
+        if plugin is None:
+            return "blacklisted: not available in this process"
+        info = plugin.info
+        if info.credentials_type is not None and not await creds.has(name):
+            return "no_credentials: this organization has no credentials for the service"
+        if info.address_field is not None and not getattr(contact, info.address_field, None):
+            return f"no_address: the contact has no {info.address_field}"
+        if info.max_length is not None and len(message.content) > info.max_length:
+            return f"too_long: the service takes at most {info.max_length} characters"
+        return None
+
+    async def _fail(self, session: AsyncSession, message: Message, reason: str) -> None:
+        if await state.move(session, message.id, MessageState.FAILED, failure_reason=reason[:500]):
+            await credits.release(session, message.id, message.organization_id)
+        await session.commit()
+
+    async def enqueue_send(self, attempt_id: UUID) -> None:
+        try:
+            # retries=1: one run. A run that dies (killed worker) is not retried blindly on the same
+            # service; the sweep records it as a failed attempt and the chain moves on.
+            await self.queues[SEND_QUEUE].enqueue(
+                "send_message", attempt_id=str(attempt_id), key=send_job_key(attempt_id),
+                timeout=int(self.send_timeout) + 15, retries=1,
+            )
+        except Exception as exc:  # noqa: BLE001 - Redis down: the sweep re-enqueues from the database
+            log.warning("enqueue failed; the sweep will retry", attempt_id=str(attempt_id), error=repr(exc))
+
+    async def _finish_attempt(
+        self, session: AsyncSession, attempt_id: UUID, outcome: AttemptOutcome, **values: Any
+    ) -> Attempt | None:
+        """Record the outcome if the attempt is still pending; None if it was already recorded."""
+        result = await session.execute(
+            update(Attempt)
+            .where(Attempt.id == attempt_id, Attempt.outcome == AttemptOutcome.PENDING)
+            .values(outcome=outcome, finished_at=utcnow(), updated_at=utcnow(), **values)
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return None
+        return await session.get(Attempt, attempt_id, populate_existing=True)
+
+    async def on_sent(self, session: AsyncSession, attempt_id: UUID, provider_message_id: str) -> None:
+        attempt = await self._finish_attempt(
+            session, attempt_id, AttemptOutcome.SENT, provider_message_id=provider_message_id
+        )
+        if attempt is None:
+            await session.rollback()
+            return
+        moved = await state.move(
+            session, attempt.message_id, MessageState.SENT,
+            service=attempt.service, provider_message_id=provider_message_id, sent_at=utcnow(),
+        )
+        if moved:
+            await credits.charge(session, attempt.message_id, attempt.organization_id)
+        await session.commit()
+
+    async def on_failed(self, session: AsyncSession, attempt_id: UUID, reason: str) -> None:
+        attempt = await self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, error=reason[:1000])
+        if attempt is None:
+            await session.rollback()
+            return
+        await session.commit()
+        await self.dispatch(session, attempt.message_id)

@@ -1,0 +1,74 @@
+"""Credits: one reserved when a message is accepted, charged once when a service sends it,
+released when it fails. A ``PAY_IN_ADVANCE`` organization cannot reserve beyond its balance;
+a ``PAYG`` one is billed afterwards, so its balance may go below zero.
+
+Every change is one conditional UPDATE, safe under concurrent web processes and workers.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy import or_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.messaging.models import CreditState, Message
+from app.tenants.models import Organization, Plan
+
+
+class InsufficientCredits(Exception):
+    """402: a pay-in-advance organization has no unreserved credit left."""
+
+
+async def reserve(session: AsyncSession, organization_id: UUID, count: int = 1) -> None:
+    result = await session.execute(
+        update(Organization)
+        .where(
+            Organization.id == organization_id,
+            or_(Organization.plan == Plan.PAYG, Organization.credits - Organization.credits_reserved >= count),
+        )
+        .values(credits_reserved=Organization.credits_reserved + count)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise InsufficientCredits("Not enough credits: this organization pays in advance and has none left.")
+
+
+async def _settle(session: AsyncSession, message_id: UUID, to: CreditState) -> bool:
+    """Move the message's credit from RESERVED to ``to`` exactly once; True if this call did it."""
+    result = await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.credit == CreditState.RESERVED)
+        .values(credit=to)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def charge(session: AsyncSession, message_id: UUID, organization_id: UUID) -> None:
+    if await _settle(session, message_id, CreditState.CHARGED):
+        await session.execute(
+            update(Organization)
+            .where(Organization.id == organization_id)
+            .values(credits=Organization.credits - 1, credits_reserved=Organization.credits_reserved - 1)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def release(session: AsyncSession, message_id: UUID, organization_id: UUID) -> None:
+    if await _settle(session, message_id, CreditState.RELEASED):
+        await session.execute(
+            update(Organization)
+            .where(Organization.id == organization_id)
+            .values(credits_reserved=Organization.credits_reserved - 1)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def add(session: AsyncSession, organization_id: UUID, amount: int) -> None:
+    await session.execute(
+        update(Organization)
+        .where(Organization.id == organization_id)
+        .values(credits=Organization.credits + amount)
+        .execution_options(synchronize_session=False)
+    )

@@ -1,0 +1,167 @@
+"""SAQ jobs of the pipeline.
+
+``send_message`` runs on the ``send`` queue: it calls the plugin naively and reports what happened
+as an event; it never decides fallback and never writes message state. ``message_sent`` and
+``attempt_failed`` run on the ``events`` queue: the coordinator applies them. ``sweep`` is a cron job
+that finds work the queues lost (a killed worker, a restarted Redis) and puts it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from saq import Status
+from sqlalchemy import or_, select
+
+from app.contacts.models import Contact
+from app.logging import get_logger
+from app.messaging.coordinator import Coordinator, send_job_key, utcnow
+from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
+from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
+from app.plugins.services import CredentialService
+from app.worker.queues import EVENTS_QUEUE, SEND_QUEUE
+
+log = get_logger(__name__)
+
+EVENT_JOB_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 1.0, "retry_backoff": True}
+#: a send job still queued or running after this long is given up as lost
+LOST_AFTER = timedelta(minutes=15)
+
+
+def _contact_info(contact: Contact) -> ContactInfo:
+    return ContactInfo(
+        id=contact.id, title=contact.title, first_name=contact.first_name, surname=contact.surname,
+        phone=contact.phone, email=contact.email, telegram_chat_id=contact.telegram_chat_id,
+    )
+
+
+async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any] | None:
+    """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
+    async with ctx["sessions"]() as session:
+        attempt = await session.get(Attempt, attempt_id)
+        if attempt is None or attempt.outcome != AttemptOutcome.PENDING:
+            return None
+        message = await session.get(Message, attempt.message_id)
+        contact = await session.get(Contact, message.contact_id) if message else None
+        if message is None or contact is None:
+            return {"outcome": "failed", "reason": "message or contact no longer exists"}
+        plugin = ctx["registry"].get(attempt.service)
+        if plugin is None:
+            return {"outcome": "failed", "reason": "blacklisted: not available on this worker"}
+        try:
+            credentials = await CredentialService(
+                session=session, organization_id=message.organization_id,
+                settings=ctx["settings"], registry=ctx["registry"],
+            ).get_decrypted(attempt.service)
+        except Exception as exc:  # noqa: BLE001 - unreadable credentials are this attempt's failure
+            return {"outcome": "failed", "reason": f"credentials unreadable: {type(exc).__name__}"}
+        info = plugin.info
+        address = getattr(contact, info.address_field) if info.address_field else None
+        outgoing = OutgoingMessage(
+            id=message.id, organization_id=message.organization_id, content=message.content,
+            contact=_contact_info(contact),
+        )
+    timeout = ctx["settings"].worker.send_timeout
+    try:
+        provider_id = await asyncio.wait_for(plugin.send(outgoing, address, credentials), timeout)
+    except PluginError as exc:
+        return {"outcome": "failed", "reason": str(exc) or type(exc).__name__}
+    except TimeoutError:
+        return {"outcome": "failed", "reason": f"timeout: no answer within {timeout:g}s"}
+    except Exception as exc:  # noqa: BLE001 - a crashing plugin is a failed attempt, never a crashed worker
+        log.warning("plugin raised", service=attempt.service, error=repr(exc))
+        return {"outcome": "failed", "reason": f"plugin error: {type(exc).__name__}: {exc}"[:1000]}
+    if not isinstance(provider_id, str) or not provider_id.strip() or len(provider_id) > 255:
+        return {"outcome": "failed", "reason": "plugin returned no usable provider message id"}
+    return {"outcome": "sent", "provider_message_id": provider_id.strip()}
+
+
+async def report(ctx: dict[str, Any], attempt_id: str, event: dict[str, Any]) -> None:
+    queue = ctx["queues"][EVENTS_QUEUE]
+    if event["outcome"] == "sent":
+        await queue.enqueue(
+            "message_sent", attempt_id=attempt_id, provider_message_id=event["provider_message_id"],
+            key=f"event:{attempt_id}", **EVENT_JOB_OPTIONS,
+        )
+    else:
+        await queue.enqueue(
+            "attempt_failed", attempt_id=attempt_id, reason=event["reason"],
+            key=f"event:{attempt_id}", **EVENT_JOB_OPTIONS,
+        )
+
+
+async def send_message(ctx: dict[str, Any], *, attempt_id: str) -> dict[str, Any] | None:
+    event = await _attempt_send(ctx, UUID(attempt_id))
+    if event is not None:
+        await report(ctx, attempt_id, event)
+    return event
+
+
+async def message_sent(ctx: dict[str, Any], *, attempt_id: str, provider_message_id: str) -> None:
+    coordinator: Coordinator = ctx["coordinator"]
+    async with ctx["sessions"]() as session:
+        await coordinator.on_sent(session, UUID(attempt_id), provider_message_id)
+
+
+async def attempt_failed(ctx: dict[str, Any], *, attempt_id: str, reason: str) -> None:
+    coordinator: Coordinator = ctx["coordinator"]
+    async with ctx["sessions"]() as session:
+        await coordinator.on_failed(session, UUID(attempt_id), reason)
+
+
+async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+    """Recover what the queues lost; dispatch scheduled messages that are due."""
+    coordinator: Coordinator = ctx["coordinator"]
+    send_queue = ctx["queues"][SEND_QUEUE]
+    now = utcnow()
+    stale_after = timedelta(seconds=ctx["settings"].worker.stale_seconds)
+    counts = {"dispatched": 0, "requeued": 0, "replayed": 0, "lost": 0}
+    async with ctx["sessions"]() as session:
+        due = list(
+            await session.scalars(
+                select(Message.id)
+                .where(
+                    Message.state == MessageState.PENDING,
+                    or_(
+                        Message.send_at.is_not(None) & (Message.send_at <= now),
+                        Message.send_at.is_(None) & (Message.updated_at < now - stale_after),
+                    ),
+                )
+                .limit(1000)
+            )
+        )
+        stale = list(
+            await session.scalars(
+                select(Attempt)
+                .where(Attempt.outcome == AttemptOutcome.PENDING, Attempt.started_at < now - stale_after)
+                .limit(1000)
+            )
+        )
+    for message_id in due:
+        async with ctx["sessions"]() as session:
+            await coordinator.dispatch(session, message_id)
+        counts["dispatched"] += 1
+    for attempt in stale:
+        job = await send_queue.job(send_job_key(attempt.id))
+        if job is None:  # Redis lost it: send again
+            await coordinator.enqueue_send(attempt.id)
+            counts["requeued"] += 1
+        elif job.status == Status.COMPLETE and isinstance(job.result, dict):  # the event got lost
+            await report(ctx, str(attempt.id), job.result)
+            counts["replayed"] += 1
+        elif job.status in (Status.FAILED, Status.ABORTED) or (
+            job.status in (Status.QUEUED, Status.ACTIVE) and attempt.started_at < now - LOST_AFTER
+        ):
+            if job.status in (Status.QUEUED, Status.ACTIVE):
+                await send_queue.abort(job, "given up by the sweep")
+            async with ctx["sessions"]() as session:
+                await coordinator.on_failed(
+                    session, attempt.id, f"worker_lost: the send job ended {job.status.value} ({job.error or 'no error'})"
+                )
+            counts["lost"] += 1
+    if any(counts.values()):
+        log.info("sweep", **counts)
+    return counts

@@ -1,0 +1,182 @@
+"""Business rules of servicechains and messages."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts.models import Contact
+from app.contacts.services import ContactService
+from app.messaging import credits, templating
+from app.messaging.models import (
+    Attempt,
+    CreditState,
+    Direction,
+    IdempotencyKey,
+    Message,
+    MessageState,
+    Servicechain,
+)
+from app.plugins.registry import service_statuses
+from app.tenants.scoping import OrgScopedRepository, OrgScopedService
+from app.tenants.services import Conflict, ValidationProblem
+
+
+class ServicechainRepository(OrgScopedRepository[Servicechain]):
+    model_type = Servicechain
+
+
+class ServicechainService(OrgScopedService[Servicechain]):
+    repository_type = ServicechainRepository
+
+    async def _check(self, data: dict[str, Any], exclude: UUID | None = None) -> dict[str, Any]:
+        if "services" in data:
+            installed = await service_statuses(self.repository.session)
+            unknown = [s for s in data["services"] if s not in installed]
+            if unknown:
+                raise ValidationProblem(f"Unknown service(s): {', '.join(unknown)}", "services")
+            if len(set(data["services"])) != len(data["services"]):
+                raise ValidationProblem("A service may appear only once in a chain.", "services")
+        if "name" in data:
+            data["name"] = data["name"].strip()
+            clash = Servicechain.name == data["name"]
+            if exclude is not None:
+                clash = clash & (Servicechain.id != exclude)
+            if await self.exists(clash):
+                raise Conflict(f"A servicechain named {data['name']!r} already exists.")
+        return data
+
+    async def create_chain(self, data: dict[str, Any]) -> Servicechain:
+        return await self.create(await self._check(data))
+
+    async def update_chain(self, chain_id: UUID, changes: dict[str, Any]) -> Servicechain:
+        await self.get(chain_id)
+        return await self.update(await self._check(changes, exclude=chain_id), item_id=chain_id)
+
+    async def remove(self, chain_id: UUID) -> None:
+        chain = await self.get(chain_id)
+        session = self.repository.session
+        in_use_by_contacts = await session.scalar(
+            select(exists().where(Contact.servicechain_id == chain.id, Contact.organization_id == chain.organization_id))
+        )
+        if in_use_by_contacts:
+            raise Conflict("Contacts use this servicechain as their default; choose another chain for them first.")
+        in_flight = await session.scalar(
+            select(
+                exists().where(
+                    Message.servicechain_id == chain.id,
+                    Message.state.in_([MessageState.PENDING, MessageState.SENDING]),
+                )
+            )
+        )
+        if in_flight:
+            raise Conflict("Messages are still being sent through this servicechain; try again when they finish.")
+        await self.delete(chain_id)
+
+
+class MessageRepository(OrgScopedRepository[Message]):
+    model_type = Message
+
+
+class AttemptRepository(OrgScopedRepository[Attempt]):
+    model_type = Attempt
+
+
+def request_hash(body: msgspec.Struct) -> str:
+    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
+
+
+class MessageService(OrgScopedService[Message]):
+    repository_type = MessageRepository
+
+    @property
+    def session(self) -> AsyncSession:
+        return self.repository.session
+
+    def attempts(self) -> AttemptRepository:
+        return AttemptRepository(session=self.session, organization_id=self.organization_id)
+
+    async def attempts_of(self, message_id: UUID) -> list[Attempt]:
+        return list(await self.attempts().list(Attempt.message_id == message_id, order_by=[("seq", False)]))
+
+    async def _replay(self, key: str, digest: str) -> Message | None:
+        row = await self.session.scalar(
+            select(IdempotencyKey).where(
+                IdempotencyKey.organization_id == self.organization_id, IdempotencyKey.key == key
+            )
+        )
+        if row is None:
+            return None
+        if row.request_hash != digest:
+            raise Conflict("This Idempotency-Key was used with a different request body.")
+        return await self.get(row.message_id)
+
+    async def render_for(self, contact_id: UUID, content: str) -> tuple[Contact, str]:
+        contact = await ContactService(session=self.session, organization_id=self.organization_id).get(contact_id)
+        try:
+            return contact, templating.render(content, contact)
+        except templating.TemplateProblem as exc:
+            raise ValidationProblem(str(exc), "content") from exc
+
+    async def accept(
+        self, data: Any, idempotency_key: str | None = None, digest: str | None = None
+    ) -> tuple[Message, bool]:
+        """Validate and store a new outgoing message as MSG_PENDING, credit reserved; commits.
+
+        Returns (message, replayed): a known Idempotency-Key with the same body gives back its message.
+        """
+        if idempotency_key:
+            existing = await self._replay(idempotency_key, digest or "")
+            if existing is not None:
+                return existing, True
+        contact, content = await self.render_for(data.contact_id, data.content)
+        chain_id = data.servicechain_id or contact.servicechain_id
+        if chain_id is None:
+            raise ValidationProblem(
+                "No servicechain given and the contact has no default servicechain.", "servicechain_id"
+            )
+        chains = ServicechainService(session=self.session, organization_id=self.organization_id)
+        chain = await chains.get(chain_id)
+        if data.reply_to is not None:
+            await self.get(data.reply_to)
+        send_at = data.send_at
+        if send_at is not None and send_at.tzinfo is None:
+            send_at = send_at.replace(tzinfo=UTC)
+        await credits.reserve(self.session, self.organization_id)
+        message = await self.create(
+            Message(
+                contact_id=contact.id,
+                servicechain_id=chain.id,
+                direction=Direction.OUTGOING,
+                state=MessageState.PENDING,
+                route=list(chain.services),
+                content=content,
+                reply_to_id=data.reply_to,
+                send_at=send_at if send_at and send_at > datetime.now(UTC) else None,
+                credit=CreditState.RESERVED,
+            )
+        )
+        if idempotency_key:
+            self.session.add(
+                IdempotencyKey(
+                    organization_id=self.organization_id, key=idempotency_key, request_hash=digest or "",
+                    message_id=message.id,
+                )
+            )
+        try:
+            await self.session.commit()
+        except IntegrityError:  # the same key raced in from another request
+            await self.session.rollback()
+            if idempotency_key:
+                existing = await self._replay(idempotency_key, digest or "")
+                if existing is not None:
+                    return existing, True
+            raise
+        return message, False

@@ -1,0 +1,62 @@
+"""The message state machine: the one module that writes ``message.state``.
+
+Outgoing messages move only forward along PENDING → SENDING → SENT → DELIVERED_SERVICE →
+DELIVERED_USER → READ → REPLIED; FAILED is reachable from PENDING and SENDING. Every transition
+is a conditional UPDATE (``WHERE state IN <allowed predecessors>``), so concurrent coordinators,
+late receipts and repeated events can never move a message backwards or twice.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.messaging.models import Message, MessageState
+
+S = MessageState
+FORWARD: tuple[MessageState, ...] = (
+    S.PENDING,
+    S.SENDING,
+    S.SENT,
+    S.DELIVERED_SERVICE,
+    S.DELIVERED_USER,
+    S.READ,
+    S.REPLIED,
+)
+RANK = {state: i for i, state in enumerate(FORWARD)}
+FINAL = frozenset({S.FAILED, S.REPLIED, S.RECEIVED})
+#: states in which the chain is still being worked through
+IN_FLIGHT = frozenset({S.PENDING, S.SENDING})
+
+
+def predecessors(new: MessageState) -> frozenset[MessageState]:
+    """The states a message may be in to move to ``new``."""
+    if new == S.FAILED:
+        return frozenset({S.PENDING, S.SENDING})
+    if new == S.SENDING:  # also SENDING → SENDING: the chain moved on to its next service
+        return frozenset({S.PENDING, S.SENDING})
+    if new in RANK:
+        return frozenset(s for s in FORWARD if RANK[s] < RANK[new])
+    return frozenset()  # MSG_RECEIVED is only ever a starting state
+
+
+def can_move(old: MessageState, new: MessageState) -> bool:
+    return old in predecessors(new)
+
+
+async def move(session: AsyncSession, message_id: UUID, new: MessageState, **values: Any) -> bool:
+    """Move the message to ``new`` if that is forward from where it is; True when it moved."""
+    allowed = predecessors(new)
+    if not allowed:
+        return False
+    result = await session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.state.in_(allowed))
+        .values(state=new, updated_at=datetime.now(UTC), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

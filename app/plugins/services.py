@@ -1,0 +1,153 @@
+"""Per-organization service credentials: validated by the plugin, encrypted at rest, never shown again."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from advanced_alchemy.exceptions import NotFoundError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.logging import get_logger
+from app.plugins.base import CredentialsError, PluginInfo
+from app.plugins.crypto import CredentialCipher, CredentialsUnavailable
+from app.plugins.models import ServiceCredential
+from app.plugins.registry import PluginRegistry, load_registry
+from app.tenants.scoping import OrgScopedRepository, OrgScopedService
+from app.tenants.services import Conflict, ValidationProblem
+
+log = get_logger(__name__)
+
+#: seconds a plugin's live credentials check may take in a request
+VALIDATE_TIMEOUT = 30.0
+
+_PATH = re.compile(r" - at `\$((?:\.[^`\[]+|\[\d+\])+)`$")
+_NAMED = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
+
+
+def convert_error(exc: msgspec.ValidationError) -> ValidationProblem:
+    """A msgspec validation error as a 422 naming the field (``port``, ``servers[0].host``…)."""
+    message = str(exc)
+    field: str | None = None
+    path = _PATH.search(message)
+    prefix = path.group(1).lstrip(".") if path else ""
+    named = _NAMED.match(message)
+    if named:
+        field = f"{prefix}.{named.group(1)}" if prefix else named.group(1)
+    elif prefix:
+        field = prefix
+    detail = _PATH.sub("", message)
+    return ValidationProblem(detail, field)
+
+
+class CredentialRepository(OrgScopedRepository[ServiceCredential]):
+    model_type = ServiceCredential
+
+
+class CredentialService(OrgScopedService[ServiceCredential]):
+    """The credentials of one organization. Construct with the caller's organization::
+
+    CredentialService(session=session, organization_id=org_id, settings=settings)
+    """
+
+    repository_type = CredentialRepository
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        organization_id: UUID,
+        *,
+        settings: Settings,
+        registry: PluginRegistry | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(session=session, organization_id=organization_id, **kwargs)
+        self.registry = registry if registry is not None else load_registry(settings)
+        self.cipher = CredentialCipher(settings.security)
+
+    def _info(self, name: str) -> PluginInfo:
+        entry = self.registry.entry(name)
+        if entry is None:
+            raise NotFoundError(f"No service named {name!r}.")
+        if entry.info is None:
+            raise Conflict(f"The {name} service is blacklisted ({entry.reason}); its credentials cannot be handled.")
+        return entry.info
+
+    async def _row(self, name: str) -> ServiceCredential | None:
+        return await self.get_one_or_none(ServiceCredential.service == name)
+
+    async def put(self, name: str, raw: Any) -> ServiceCredential:
+        """Validate ``raw`` (a JSON object) with the plugin, encrypt it and save it (replacing any)."""
+        info = self._info(name)
+        ctype = info.credentials_type
+        if ctype is None:
+            raise ValidationProblem(f"The {name} service needs no credentials.")
+        if not isinstance(raw, dict):
+            raise ValidationProblem("Credentials must be a JSON object.")
+        try:
+            credentials = msgspec.convert(raw, ctype)
+        except msgspec.ValidationError as exc:
+            raise convert_error(exc) from exc
+        plugin = self.registry.get(name)
+        if plugin is None:
+            entry = self.registry.entry(name)
+            reason = entry.reason if entry else "not installed"
+            raise Conflict(f"The {name} service is blacklisted ({reason}); credentials cannot be checked now.")
+        try:
+            await asyncio.wait_for(plugin.validate_credentials(credentials), timeout=VALIDATE_TIMEOUT)
+        except CredentialsError as exc:
+            raise ValidationProblem(str(exc) or "The service refused these credentials.") from exc
+        except TimeoutError as exc:
+            raise ValidationProblem(f"Checking the credentials took longer than {VALIDATE_TIMEOUT:g} s.") from exc
+        except Exception as exc:
+            log.exception("credentials check crashed", service=name)
+            raise ValidationProblem(
+                f"The {name} service could not check these credentials ({type(exc).__name__})."
+            ) from exc
+        token = self.cipher.encrypt(self.organization_id, name, msgspec.to_builtins(credentials))
+        row = await self._row(name)
+        if row is None:
+            return await self.repository.add(ServiceCredential(service=name, ciphertext=token))
+        row.ciphertext = token
+        return await self.repository.update(row)
+
+    async def get_decrypted(self, name: str) -> Any | None:
+        """The organization's credentials for ``name`` as the plugin's credentials type, or None if it has none.
+
+        Raises :class:`CredentialsUnavailable` (a :class:`PluginError`) when stored credentials cannot be
+        used: undecryptable, bound to another organization, or no longer valid for the plugin's type.
+        """
+        row = await self._row(name)
+        if row is None:
+            return None
+        entry = self.registry.entry(name)
+        if entry is None or entry.info is None:
+            raise CredentialsUnavailable(f"The {name} service is not installed or failed to load.")
+        ctype = entry.info.credentials_type
+        raw = self.cipher.decrypt(self.organization_id, name, row.ciphertext)
+        if ctype is None:
+            return raw
+        try:
+            return msgspec.convert(raw, ctype)
+        except msgspec.ValidationError as exc:
+            raise CredentialsUnavailable(
+                f"The stored {name} credentials no longer fit the service ({exc}); save them again."
+            ) from exc
+
+    async def has(self, name: str) -> bool:
+        return await self._row(name) is not None
+
+    async def names(self) -> set[str]:
+        """The services this organization has credentials for."""
+        return {row.service for row in await self.list()}
+
+    async def remove(self, name: str) -> None:
+        """Delete the organization's credentials for ``name``; :class:`NotFoundError` if it has none."""
+        row = await self._row(name)
+        if row is None:
+            raise NotFoundError(f"No credentials for {name!r}.")
+        await self.repository.delete(row.id)
