@@ -105,6 +105,8 @@ class WorkerSettings:
     sweep_seconds: int = 10
     #: how long a pending message or attempt sits before the sweep looks at it
     stale_seconds: int = 30
+    #: a running send job proves it is alive this often; silent for longer, its worker is taken as dead
+    heartbeat_seconds: int = 10
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ class Settings:
                 send_timeout=float(_env("SEND_TIMEOUT", "30")),
                 sweep_seconds=_env_int("SWEEP_SECONDS", 10),
                 stale_seconds=_env_int("STALE_SECONDS", 30),
+                heartbeat_seconds=_env_int("HEARTBEAT_SECONDS", 10),
             ),
             var_dir=var_dir,
             log_level=_env("LOG_LEVEL", "INFO").upper(),

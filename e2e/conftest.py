@@ -7,6 +7,7 @@ and given a sysadmin through the CLI exactly as an operator would, and is killed
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -57,13 +58,22 @@ def _voluble() -> list[str]:
     return [sys.executable, "-c", "from app.__main__ import main; main()"]
 
 
+def _cli(command: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
+    if done.returncode != 0:
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        errors = list(dict.fromkeys(line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)))
+        detail = "\n".join([*errors, "...", *lines[-8:]])
+        pytest.fail(f"`voluble {' '.join(command[1:4])} ...` failed ({done.returncode}):\n{detail}", pytrace=False)
+
+
 def _wait_for_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:  # noqa: S310 - our own server
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -98,14 +108,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     email = f"root-{uuid.uuid4().hex[:8]}@e2e.example"
     password = "sysadmin e2e password"
     voluble = _voluble()
-    subprocess.run([*voluble, "database", "upgrade", "--no-prompt"], cwd=ROOT, env=env, check=True, timeout=120)
-    subprocess.run(
-        [*voluble, "users", "create-sysadmin", "--email", email, "--password", password, "--name", "Sam Sysadmin"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        timeout=120,
-    )
+    _cli([*voluble, "database", "upgrade", "--no-prompt"], env)
+    sysadmin = ["users", "create-sysadmin", "--email", email, "--password", password, "--name", "Sam Sysadmin"]
+    _cli([*voluble, *sysadmin], env)
     log = tmp / "server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

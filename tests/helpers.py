@@ -44,6 +44,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "VOLUBLE_SEND_TIMEOUT": str(settings.worker.send_timeout),
         "VOLUBLE_SWEEP_SECONDS": str(settings.worker.sweep_seconds),
         "VOLUBLE_STALE_SECONDS": str(settings.worker.stale_seconds),
+        "VOLUBLE_HEARTBEAT_SECONDS": str(settings.worker.heartbeat_seconds),
         **extra,
     }
 

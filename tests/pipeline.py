@@ -31,7 +31,9 @@ def fast_settings(settings: Settings) -> Settings:
         settings,
         redis=dataclasses.replace(settings.redis, queue_prefix=f"t{uuid.uuid4().hex[:10]}"),
         security=dataclasses.replace(settings.security, allow_private_targets=True),
-        worker=dataclasses.replace(settings.worker, send_timeout=3.0, sweep_seconds=1, stale_seconds=3),
+        worker=dataclasses.replace(
+            settings.worker, send_timeout=3.0, sweep_seconds=1, stale_seconds=3, heartbeat_seconds=2
+        ),
     )
 
 

@@ -221,6 +221,10 @@ CASES = [
          body=lambda s, p: {"credits": 5}),
     Case("org-delete", "DELETE", "/organizations/{id}", ok(204, SYSADMIN), new_org),
     Case("org-delete-random", "DELETE", "/organizations/{id}", ok(404, SYSADMIN), static("random")),
+    Case("org-credits", "POST", "/organizations/{id}/credits", ok(200, SYSADMIN), new_org,
+         body=lambda s, p: {"amount": 5}),
+    Case("org-credits-random", "POST", "/organizations/{id}/credits", ok(404, SYSADMIN), static("random"),
+         body=lambda s, p: {"amount": 5}),
     # users: org admins in their own organization, the sysadmin anywhere
     Case("users-list", "GET", "/users", ok(200, USER_ADMINS)),
     Case("users-create", "POST", "/users", ok(201, USER_ADMINS), body=new_user_body),
@@ -273,6 +277,7 @@ ROUTES = {
     ("GET", "/me"),
     ("GET", "/organizations"), ("POST", "/organizations"),
     ("GET", "/organizations/{id}"), ("PATCH", "/organizations/{id}"), ("DELETE", "/organizations/{id}"),
+    ("POST", "/organizations/{id}/credits"),
     ("GET", "/users"), ("POST", "/users"), ("GET", "/users/{id}"), ("PATCH", "/users/{id}"), ("DELETE", "/users/{id}"),
     ("GET", "/clients"), ("POST", "/clients"), ("GET", "/clients/{id}"), ("DELETE", "/clients/{id}"),
     ("GET", "/tokens"), ("POST", "/tokens"), ("GET", "/tokens/{id}"), ("DELETE", "/tokens/{id}"),
@@ -287,7 +292,7 @@ def test_matrix_covers_every_route() -> None:
         if not route.path.startswith(API):
             continue
         path = route.path[len(API):]
-        if not path.startswith(ACCOUNT_RESOURCES):
+        if "/" + path.split("/")[1] not in ACCOUNT_RESOURCES:
             continue
         for segment in ("{organization_id:uuid}", "{user_id:uuid}", "{client_id:uuid}", "{token_id:uuid}"):
             path = path.replace(segment, "{id}")
@@ -301,13 +306,13 @@ MODEL_OF = {"/organizations": Organization, "/users": User, "/clients": ApiClien
 
 
 async def _untouched(s: Scene, case: Case, target_id: str) -> bool:
-    """After a refused PATCH or DELETE, the row is still there as it was."""
+    """After a refused PATCH, POST or DELETE, the row is still there as it was."""
     model = MODEL_OF["/" + case.path.split("/")[1]]
     async with s.world.sessions() as session:
         row = await session.get(model, uuid.UUID(target_id))
         if row is None:
             return target_id == s.ids["random"]
-        if case.method == "PATCH":
+        if case.method in ("PATCH", "POST"):
             return getattr(row, "name", None) != "Renamed" and getattr(row, "credits", 0) != 5
         return getattr(row, "revoked_at", None) is None
 
@@ -336,7 +341,7 @@ async def test_matrix(scene: Scene, case: Case) -> None:
         if status != expected[principal]:
             wrong.append(f"{principal}: expected {expected[principal]}, got {status} {body}")
             continue
-        if status >= 400 and case.method in ("PATCH", "DELETE") and target_id is not None:
+        if status >= 400 and case.method != "GET" and target_id is not None:
             assert await _untouched(scene, case, target_id), f"{principal} changed {target_id} despite {status}"
         if status >= 400:
             assert content_type.startswith("application/problem+json"), (principal, content_type)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from advanced_alchemy.exceptions import NotFoundError
 from litestar.testing import AsyncTestClient
 
 from app.contacts import fields
@@ -92,7 +93,8 @@ async def test_contact_crud_and_fields(scene: Scene) -> None:
 
     chain = str(uuid.uuid4())
     patched = await scene.client.patch(
-        url, json={"surname": "King", "email": None, "category_ids": [], "servicechain_id": chain},
+        url,
+        json={"surname": "King", "email": None, "category_ids": [], "servicechain_id": chain},
         headers=scene.home.headers,
     )
     assert patched.status_code == 200, patched.text
@@ -118,7 +120,7 @@ async def test_opt_out_stamps_time_and_clears(scene: Scene) -> None:
     url = f"{API}/contacts/{contact['id']}"
     out = (await scene.client.patch(url, json={"opted_out": True}, headers=scene.home.headers)).json()
     assert out["opted_out"] is True and out["opted_out_at"] is not None
-    again = (await scene.client.patch(url, json={"opted_out": True, "first_name": "Eve"}, headers=scene.home.headers))
+    again = await scene.client.patch(url, json={"opted_out": True, "first_name": "Eve"}, headers=scene.home.headers)
     assert again.json()["opted_out_at"] == out["opted_out_at"]  # repeating the state keeps the original time
     back = (await scene.client.patch(url, json={"opted_out": False}, headers=scene.home.headers)).json()
     assert back["opted_out"] is False and back["opted_out_at"] is None and back["opted_out_via"] is None
@@ -135,11 +137,15 @@ async def test_opt_out_service_method_records_the_service(scene: Scene) -> None:
         assert (await service.find_by_address("phone", "+44 (0)20 7946 0958")) is not None
         assert (await service.find_by_address("phone", "garbage")) is None
         unknown = await service.create_unknown("telegram_chat_id", "987654")
-        assert unknown.is_unknown and unknown.telegram_chat_id == "987654"
+        assert unknown.is_unknown and unknown.telegram_chat_id == "987654" and unknown.category_ids == []
+        assert unknown.display_name == "987654"
         await session.commit()
-    other = ContactService  # the other organization sees none of it
-    async with scene.world.sessions() as session:
-        assert await other(session, scene.other.org.id).find_by_address("phone", PHONE) is None
+    async with scene.world.sessions() as session:  # the other organization sees none of it
+        theirs = ContactService(session, scene.other.org.id)
+        assert await theirs.find_by_address("phone", PHONE) is None
+        assert await theirs.list_by_ids([uuid.UUID(contact["id"])]) == []
+        with pytest.raises(NotFoundError):
+            await theirs.set_opt_out(uuid.UUID(contact["id"]), False)
 
 
 async def test_category_crud_and_unique_names(scene: Scene) -> None:
@@ -360,7 +366,13 @@ async def test_scopes(scene: Scene) -> None:
         f"{API}/contacts/import", files={"file": ("c.csv", b"first_name\nA\n", "text/csv")}, headers=reader
     )
     assert imported.status_code == 403
-    reads = ["/contacts", f"/contacts/{contact['id']}", "/contacts/export", "/categories", f"/categories/{category['id']}"]
+    reads = [
+        "/contacts",
+        f"/contacts/{contact['id']}",
+        "/contacts/export",
+        "/categories",
+        f"/categories/{category['id']}",
+    ]
     for path in reads:
         assert (await scene.client.get(API + path, headers=reader)).status_code == 200, path
         assert (await scene.client.get(API + path, headers=nothing)).status_code == 403, path
@@ -372,9 +384,7 @@ async def test_scopes(scene: Scene) -> None:
 
 async def test_api_client_with_contacts_scopes(scene: Scene) -> None:
     client_id, secret = await scene.world.api_client(scene.home.org, ["contacts:read", "contacts:write"])
-    token = await scene.client.post(
-        "/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
-    )
+    token = await scene.client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
     headers = bearer(token.json()["access_token"])
     response = await scene.client.post(f"{API}/contacts", json={"phone": PHONE}, headers=headers)
     assert response.status_code == 201 and response.json()["organization_id"] == str(scene.home.org.id)

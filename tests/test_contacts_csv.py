@@ -59,9 +59,7 @@ class Scene:
         return {c["name"]: c["id"] for c in response.json()["items"]}
 
     async def export(self, org: Org | None = None, **params: Any) -> str:
-        response = await self.client.get(
-            f"{API}/contacts/export", params=params, headers=(org or self.home).headers
-        )
+        response = await self.client.get(f"{API}/contacts/export", params=params, headers=(org or self.home).headers)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith("text/csv")
         assert "attachment" in response.headers["content-disposition"]
@@ -121,7 +119,9 @@ async def test_import_updates_matching_contacts(scene: Scene) -> None:
     )
     ada = response.json()
     vip = (await scene.client.post(f"{API}/categories", json={"name": "VIP"}, headers=scene.home.headers)).json()
-    await scene.client.patch(f"{API}/contacts/{ada['id']}", json={"category_ids": [vip["id"]]}, headers=scene.home.headers)
+    await scene.client.patch(
+        f"{API}/contacts/{ada['id']}", json={"category_ids": [vip["id"]]}, headers=scene.home.headers
+    )
     grace = (
         await scene.client.post(f"{API}/contacts", json={"email": "grace@example.com"}, headers=scene.home.headers)
     ).json()
@@ -190,17 +190,20 @@ async def test_import_row_problems(scene: Scene) -> None:
         ",,just a note\n"  # nothing that identifies a contact
         f"{'x' * 101},long@example.com,\n"
         "Short\n"  # fewer cells than columns is fine
+        "Trailing,trailing@example.com,,,,\n"  # so are empty cells past the last column
         "Ctl\x07,ctl@example.com,\n"
     )
     report = await scene.imported(content)
-    assert (report["created"], report["rejected"]) == (2, 4), report
+    assert (report["created"], report["rejected"]) == (3, 4), report
     rows = {e["row"]: e["errors"] for e in report["errors"]}
-    assert set(rows) == {3, 4, 5, 7}
-    assert "_row" in rows[3] and "_row" in rows[4] and "first_name" in rows[5] and "first_name" in rows[7]
+    assert set(rows) == {3, 4, 5, 8}
+    assert "_row" in rows[3] and "_row" in rows[4] and "first_name" in rows[5] and "first_name" in rows[8]
 
 
 async def test_import_accepts_spreadsheet_habits(scene: Scene) -> None:
-    content = "\ufeffFirst Name;Last-Name;Mobile;E-Mail;Category\r\nAda;Lovelace;+44 20 7946 0958;ada@example.com;A|B\r\n"
+    content = (
+        "\ufeffFirst Name;Last-Name;Mobile;E-Mail;Category\r\nAda;Lovelace;+44 20 7946 0958;ada@example.com;A|B\r\n"
+    )
     report = await scene.imported(content.encode("utf-8"))
     assert report["created"] == 1, report
     ada = (await scene.contacts())[0]
@@ -249,6 +252,7 @@ async def test_import_is_scoped_to_the_organization(scene: Scene) -> None:
         (b"", "empty"),
         (b"  \n\r\n ", "empty"),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "binary"),
+        ("first_name\nAda\n".encode("utf-16"), "UTF-16"),
         ("first_name\nJosé\n".encode("latin-1"), "UTF-8"),
         (b"first_name,shoe_size\nAda,7\n", "shoe_size"),
         (b"Ada,Lovelace,+442079460958\n", "Unknown columns"),
@@ -299,7 +303,9 @@ async def test_the_largest_allowed_file_imports(scene: Scene) -> None:
 async def test_wrong_upload_shapes_are_4xx(scene: Scene) -> None:
     headers = scene.home.headers
     url = f"{API}/contacts/import"
-    assert (await scene.client.post(url, files={"other": ("c.csv", b"first_name\nA\n")}, headers=headers)).status_code == 400
+    assert (
+        await scene.client.post(url, files={"other": ("c.csv", b"first_name\nA\n")}, headers=headers)
+    ).status_code == 400
     assert (await scene.client.post(url, data={"file": "first_name\nA\n"}, headers=headers)).status_code == 400
     assert (await scene.client.post(url, json={"file": "x"}, headers=headers)).status_code in (400, 415)
     assert (await scene.client.post(url, headers=headers)).status_code == 400
@@ -367,5 +373,47 @@ async def test_export_filters_and_batches(scene: Scene, monkeypatch: pytest.Monk
     assert all(r["categories"] == "Even" for r in even)
     one = list(csv.DictReader(io.StringIO(await scene.export(q="p3@"))))
     assert [r["first_name"] for r in one] == ["P3"]
-    assert (await scene.client.get(f"{API}/contacts/export", params={"category_id": str(uuid.uuid4())},
-                                   headers=scene.home.headers)).text.count("\n") == 1
+    assert (
+        await scene.client.get(
+            f"{API}/contacts/export", params={"category_id": str(uuid.uuid4())}, headers=scene.home.headers
+        )
+    ).text.count("\n") == 1
+
+
+async def test_a_row_the_database_refuses_does_not_abort_the_others(
+    scene: Scene, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = csvio._new_contact
+    taken = (
+        await scene.client.post(f"{API}/contacts", json={"first_name": "Theirs"}, headers=scene.other.headers)
+    ).json()["id"]
+
+    def sabotage(row: Any, categories: Any) -> Any:
+        contact = original(row, categories)
+        if contact.first_name == "Boom":
+            contact.id = uuid.UUID(taken)  # a primary key in use: the database refuses this row at flush time
+        return contact
+
+    monkeypatch.setattr(csvio, "_new_contact", sabotage)
+    old = (
+        await scene.client.post(
+            f"{API}/contacts", json={"first_name": "Old", "email": "a@example.com"}, headers=scene.home.headers
+        )
+    ).json()
+    content = (
+        "first_name,email,categories\n"
+        "Renamed,a@example.com,X\n"
+        "Boom,b@example.com,X\n"
+        "Fine,c@example.com,X;Y\n"
+        "Again,c@example.com,Z\n"
+    )
+    report = await scene.imported(content)
+    assert (report["created"], report["updated"], report["rejected"]) == (1, 2, 1), report
+    assert report["errors"] == [{"row": 3, "errors": {"_row": "This row could not be saved."}}]
+    got = by_email(await scene.contacts())
+    assert set(got) == {"a@example.com", "c@example.com"}
+    cats = await scene.categories()
+    assert got["a@example.com"]["id"] == old["id"] and got["a@example.com"]["first_name"] == "Renamed"
+    assert got["a@example.com"]["category_ids"] == [cats["X"]]
+    assert got["c@example.com"]["first_name"] == "Again"
+    assert sorted(got["c@example.com"]["category_ids"]) == sorted([cats["X"], cats["Y"], cats["Z"]])

@@ -21,6 +21,7 @@ from app.api.deps import (
     provide_organizations,
     provide_tokens,
 )
+from app.messaging import credits
 from app.tenants import schemas
 from app.tenants.guards import requires_org_admin, requires_sysadmin, requires_user
 from app.tenants.models import ApiClient, Organization, Role, User
@@ -95,6 +96,16 @@ class OrganizationController(Controller):
     @delete("/{organization_id:uuid}", summary="Delete an organization and all its data")
     async def delete_organization(self, organizations: OrganizationService, organization_id: UUID) -> None:
         await organizations.delete(organization_id)
+
+    @post("/{organization_id:uuid}/credits", summary="Add credits to an organization", status_code=200)
+    async def add_credits(
+        self, organizations: OrganizationService, organization_id: UUID, data: schemas.CreditsAdd
+    ) -> schemas.Organization:
+        await organizations.get(organization_id)
+        await credits.add(organizations.repository.session, organization_id, data.amount)
+        org = await organizations.get(organization_id)
+        await organizations.repository.session.refresh(org)
+        return organizations.to_schema(org, schema_type=schemas.Organization)
 
 
 class UserController(Controller):

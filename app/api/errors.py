@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.logging import get_logger
+from app.messaging.credits import InsufficientCredits
 from app.tenants.services import Conflict, Forbidden, ValidationProblem
 
 log = get_logger(__name__)
@@ -66,6 +67,8 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
         if isinstance(many, dict) and many:
             errors = [{"field": f, "message": m, "source": "body"} for f, m in many.items()]
         return 422, exc.detail, errors, {}
+    if isinstance(exc, InsufficientCredits):
+        return 402, str(exc), None, {}
     if isinstance(exc, Forbidden):
         return 403, str(exc), None, {}
     if isinstance(exc, NotFoundError):

@@ -138,6 +138,8 @@ def parse_csv(raw: bytes) -> ParsedCSV:
         raise CSVFormatError(f"The file is larger than {MAX_BYTES // (1024 * 1024)} MiB; split it into smaller files.")
     if not raw.strip():
         raise CSVFormatError("The file is empty: its first line must name the columns.")
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise CSVFormatError("The file is UTF-16 text; save it as “CSV UTF-8”.")
     if b"\x00" in raw:
         raise CSVFormatError("This is not a CSV text file (it contains binary data).")
     try:
@@ -165,7 +167,8 @@ def parse_csv(raw: bytes) -> ParsedCSV:
             if len(rows) >= MAX_ROWS:
                 raise CSVFormatError(f"The file has more than {MAX_ROWS} rows; split it into smaller files.")
             values = {name: _unescape(cell) for name, cell in zip(header, record, strict=False) if name}
-            rows.append(CSVRow(line=start, values=values, extra_cells=max(0, len(record) - len(header))))
+            extra = sum(1 for cell in record[len(header) :] if cell.strip())  # trailing empty cells are fine
+            rows.append(CSVRow(line=start, values=values, extra_cells=extra))
     except csv.Error as exc:
         raise CSVFormatError(f"The file is not valid CSV at line {reader.line_num}: {exc}.") from None
     if header is None:  # pragma: no cover - a non-blank file always has a first record

@@ -220,6 +220,7 @@ class ContactService(OrgScopedService[Contact]):
         if is_dict(data):
             data = await self._prepare(data)
             self._require_identity(data)
+            data.setdefault("categories", [])  # loaded, so category_ids can be read without a query
             if data.get("opted_out"):
                 data.setdefault("opted_out_at", utcnow())
             else:

@@ -45,6 +45,8 @@ class Coordinator:
     queues: dict[str, Queue]
     #: seconds a plugin gets; the send job's own timeout leaves room for the database work around it
     send_timeout: float = 30.0
+    #: a send job that misses its heartbeat this long is stuck (its worker died)
+    heartbeat: int = 10
 
     async def dispatch(self, session: AsyncSession, message_id: UUID) -> None:
         """Start the next service of the chain (or fail the message); commits. Safe to call twice."""
@@ -134,7 +136,7 @@ class Coordinator:
             # service; the sweep records it as a failed attempt and the chain moves on.
             await self.queues[SEND_QUEUE].enqueue(
                 "send_message", attempt_id=str(attempt_id), key=send_job_key(attempt_id),
-                timeout=int(self.send_timeout) + 15, retries=1,
+                timeout=int(self.send_timeout) + 15, heartbeat=self.heartbeat, retries=1,
             )
         except Exception as exc:  # noqa: BLE001 - Redis down: the sweep re-enqueues from the database
             log.warning("enqueue failed; the sweep will retry", attempt_id=str(attempt_id), error=repr(exc))

@@ -93,8 +93,22 @@ async def report(ctx: dict[str, Any], attempt_id: str, event: dict[str, Any]) ->
         )
 
 
+async def _heartbeat(job: Any, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        await job.update()
+
+
 async def send_message(ctx: dict[str, Any], *, attempt_id: str) -> dict[str, Any] | None:
-    event = await _attempt_send(ctx, UUID(attempt_id))
+    job = ctx.get("job")
+    beat = None
+    if job is not None and job.heartbeat:
+        beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
+    try:
+        event = await _attempt_send(ctx, UUID(attempt_id))
+    finally:
+        if beat is not None:
+            beat.cancel()
     if event is not None:
         await report(ctx, attempt_id, event)
     return event

@@ -362,6 +362,9 @@ async def record_statuses(session: AsyncSession, registry: PluginRegistry) -> No
                 for key, value in values.items():
                     setattr(row, key, value)
     installed = [entry.name for entry in entries]
+    if not installed:  # discovery failed (the built-ins are always installed): keep what was recorded
+        await session.flush()
+        return
     await session.execute(
         delete(ServiceStatus).where(ServiceStatus.name.not_in(installed)).execution_options(synchronize_session=False)
     )

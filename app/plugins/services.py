@@ -1,4 +1,5 @@
-"""Per-organization service credentials: validated by the plugin, encrypted at rest, never shown again."""
+"""Per-organization service credentials (validated by the plugin, encrypted at rest, never shown again),
+and the catalog of services that the API and the pages show."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.logging import get_logger
+from app.plugins import schemas
 from app.plugins.base import CredentialsError, PluginInfo
 from app.plugins.crypto import CredentialCipher, CredentialsUnavailable
-from app.plugins.models import ServiceCredential
-from app.plugins.registry import PluginRegistry, load_registry
+from app.plugins.models import ServiceCredential, ServiceStatus
+from app.plugins.registry import PluginEntry, PluginRegistry, load_registry, service_statuses
 from app.tenants.scoping import OrgScopedRepository, OrgScopedService
 from app.tenants.services import Conflict, ValidationProblem
 
@@ -151,3 +153,74 @@ class CredentialService(OrgScopedService[ServiceCredential]):
         if row is None:
             raise NotFoundError(f"No credentials for {name!r}.")
         await self.repository.delete(row.id)
+
+
+# -- the catalog: what GET /services (and the services page) show ------------------------------
+
+
+def _service(name: str, row: ServiceStatus | None, entry: PluginEntry | None, has: bool) -> schemas.Service:
+    if row is not None:
+        return schemas.Service(
+            name=name,
+            title=row.title,
+            address_field=row.address_field,
+            status="available" if row.status == "available" else "blacklisted",
+            reason=row.reason,
+            checked_at=row.checked_at,
+            needs_credentials=row.needs_credentials,
+            has_credentials=has,
+        )
+    if entry is None:  # pragma: no cover - callers pass one of both
+        raise NotFoundError(f"No service named {name!r}.")
+    return schemas.Service(
+        name=name,
+        title=entry.title,
+        address_field=entry.address_field,
+        status=entry.status,
+        reason=entry.reason,
+        checked_at=entry.checked_at,
+        needs_credentials=entry.needs_credentials,
+        has_credentials=has,
+    )
+
+
+class ServiceCatalog:
+    """Every installed service with its health and whether an organization has credentials for it.
+
+    The recorded check (``service_status``, shared by every process) is authoritative; a plugin this
+    process knows but that nobody recorded yet is shown as this process last saw it.
+    ``credentials`` is the caller's organization's :class:`CredentialService`, or None (sysadmin).
+    """
+
+    def __init__(self, session: AsyncSession, registry: PluginRegistry, credentials: CredentialService | None) -> None:
+        self.session = session
+        self.registry = registry
+        self.credentials = credentials
+
+    async def _known(self) -> tuple[dict[str, ServiceStatus], list[str]]:
+        rows = await service_statuses(self.session)
+        return rows, sorted(set(rows) | set(self.registry.names()))
+
+    async def exists(self, name: str) -> bool:
+        _, names = await self._known()
+        return name in names
+
+    async def all(self) -> list[schemas.Service]:
+        rows, names = await self._known()
+        mine = await self.credentials.names() if self.credentials else set()
+        return [_service(name, rows.get(name), self.registry.entry(name), name in mine) for name in names]
+
+    async def get(self, name: str) -> schemas.ServiceDetail:
+        """One service with its credentials' JSON Schema; :class:`NotFoundError` for an unknown name."""
+        rows, names = await self._known()
+        if name not in names:
+            raise NotFoundError(f"No service named {name!r}.")
+        entry = self.registry.entry(name)
+        has = await self.credentials.has(name) if self.credentials else False
+        base = _service(name, rows.get(name), entry, has)
+        info = entry.info if entry else None
+        return schemas.ServiceDetail(
+            **msgspec.structs.asdict(base),
+            description=info.description if info else "",
+            credentials_schema=schemas.credentials_schema(info.credentials_type) if info else None,
+        )

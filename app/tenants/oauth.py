@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Payload, OAuth2Request
-from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidScopeError
+from authlib.oauth2.rfc6749.errors import InsecureTransportError, InvalidRequestError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.util import scope_to_list
 from sqlalchemy import select
@@ -180,11 +180,21 @@ async def issue_token(
         if org is None or org.suspended:
             row = None
     server = TokenServer(row, expires_in)
+    repeated = sorted(k for k, v in form.items() if len(v) > 1)
+    if repeated:  # RFC 6749 §3.2: parameters MUST NOT be included more than once
+        return server.handle_response(*InvalidRequestError(f"Repeated parameter: {', '.join(repeated)}.")())
+    if not (form.get("grant_type") or [""])[0]:
+        return server.handle_response(*InvalidRequestError("Missing 'grant_type' parameter.")())
     try:
         request = _Request(uri, headers, form)
     except InsecureTransportError as error:  # a public URL that is plain http and not loopback
         return server.handle_response(*error())
     status, body, out_headers = server.create_token_response(request)
+    if isinstance(body, dict) and body.get("error") == "invalid_client" and status != 401:
+        # authlib answers 400 when the credentials came in the form; one answer (401) for every
+        # failed client authentication, as RFC 6749 §5.2 allows, and no hint which part was wrong.
+        status = 401
+        out_headers = {**out_headers, "WWW-Authenticate": 'Basic error="invalid_client"'}
     if status == 200 and server.issued is not None and row is not None:
         scopes = scope_to_list(server.issued["scope"]) or []
         await TokenService(session=session).issue_for_client(row, server.issued["access_token"], scopes, expires_in)

@@ -27,9 +27,14 @@ class Organization(msgspec.Struct):
     name: str
     plan: PlanName
     credits: int
+    credits_reserved: int
     suspended: bool
     created_at: datetime
     updated_at: datetime
+
+
+class CreditsAdd(Struct):
+    amount: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]
 
 
 class OrganizationCreate(Struct):

@@ -46,7 +46,8 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
                 queues=queues,
                 registry=registry,
                 coordinator=Coordinator(
-                    settings=settings, registry=registry, queues=queues, send_timeout=settings.worker.send_timeout
+                    settings=settings, registry=registry, queues=queues,
+                    send_timeout=settings.worker.send_timeout, heartbeat=settings.worker.heartbeat_seconds,
                 ),
             )
             ctx.update(ctx_shared)
