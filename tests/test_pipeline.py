@@ -27,6 +27,7 @@ from tests.pipeline import (
     wait_final,
     worker,  # noqa: F401 - fixture
 )
+from tests.helpers import start_worker, stop_process
 from tests.pipeline import fast_settings
 
 
@@ -35,9 +36,15 @@ def settings(settings: Settings) -> Settings:
     return fast_settings(settings)
 
 
-pytestmark = pytest.mark.usefixtures("worker")
+@pytest.fixture
+def client_factory(settings: Settings, engine: Any, redis: Any) -> Any:
+    """Builds the app when the test asks, after it installed extra plugins."""
+    from app.asgi import create_app
+
+    return lambda: AsyncTestClient(app=create_app(settings))
 
 
+@pytest.mark.usefixtures("worker")
 async def test_smtp_first_sends_the_rendered_mail(
     client: AsyncTestClient[Any], world: World, smtp_server: tuple[Inbox, int]
 ) -> None:
@@ -57,6 +64,7 @@ async def test_smtp_first_sends_the_rendered_mail(
     assert mail.get_content().strip() == "Hi Steve Jones, your order shipped."
 
 
+@pytest.mark.usefixtures("worker")
 async def test_smtp_refusing_falls_back_to_log(
     client: AsyncTestClient[Any], world: World, smtp_server: tuple[Inbox, int], sessions: Any
 ) -> None:
@@ -78,6 +86,7 @@ async def test_smtp_refusing_falls_back_to_log(
         assert (org.credits, org.credits_reserved) == (4, 0)
 
 
+@pytest.mark.usefixtures("worker")
 async def test_only_failing_services_fail_the_message(
     client: AsyncTestClient[Any], world: World, smtp_server: tuple[Inbox, int], hook_server: HookServer
 ) -> None:
@@ -100,6 +109,7 @@ async def test_only_failing_services_fail_the_message(
     assert len(hook_server.requests) == 1
 
 
+@pytest.mark.usefixtures("worker")
 async def test_webhook_post_is_signed(client: AsyncTestClient[Any], world: World, hook_server: HookServer) -> None:
     t = await tenant(world)
     r = await client.put(
@@ -117,6 +127,7 @@ async def test_webhook_post_is_signed(client: AsyncTestClient[Any], world: World
     assert b"Ping Steve" in body
 
 
+@pytest.mark.usefixtures("worker")
 async def test_services_without_credentials_or_address_are_skipped(
     client: AsyncTestClient[Any], world: World, smtp_server: tuple[Inbox, int], sessions: Any
 ) -> None:
@@ -137,3 +148,29 @@ async def test_services_without_credentials_or_address_are_skipped(
     async with sessions() as session:
         rows = list(await session.scalars(select(Message)))
         assert len(rows) == 2
+
+
+async def test_blacklisted_plugin_is_skipped(
+    client_factory: Any, world: World, settings: Settings, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin installed through an entry point that fails its self-test never gets a message."""
+    from tests.test_plugins_registry import install
+
+    installed = next(install(tmp_path, monkeypatch, ["broken", "healing"]))
+    worker = start_worker(settings, PYTHONPATH=str(installed.root))
+    try:
+        async with client_factory() as client:
+            t = await tenant(world)
+            listing = (await client.get("/api/v1/services", headers=t.user)).json()
+            items = listing["items"] if isinstance(listing, dict) else listing
+            services = {s["name"]: s for s in items}
+            assert services["healing"]["status"] == "blacklisted" and services["healing"]["reason"]
+            chain = await setup_chain(client, t, ["healing", "log"])
+            contact = await new_contact(client, t)
+            final = await wait_final(client, t, (await send(client, t, contact, chain, "hi"))["id"])
+            assert final["state"] == "MSG_SENT" and final["service"] == "log", final
+            first = final["attempts"][0]
+            assert first["service"] == "healing" and first["outcome"] == "failed"
+            assert first["error"].startswith("blacklisted") and "upstream configuration missing" in first["error"]
+    finally:
+        stop_process(worker)
