@@ -10,7 +10,7 @@ from typing import Any
 from advanced_alchemy.exceptions import RepositoryError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from click import Group
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, Router
 from litestar.config.app import AppConfig
 from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
@@ -124,15 +124,23 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 exclude=not_browser,
             ).middleware
         )
-        app_config.route_handlers.extend(
-            [
-                health,
-                ready,
-                oauth_token,
-                make_api_router(),
-                make_web_router(),
-                create_static_files_router(path="/static", directories=[BASE_DIR / "static"], include_in_schema=False),
-            ]
+        # One top-level router carries the body-size limit: Litestar takes the app layer's
+        # request_max_body_size from its constructor argument, so app_config's (set below) is ignored.
+        app_config.route_handlers.append(
+            Router(
+                path="/",
+                request_max_body_size=settings.server.max_body_bytes,
+                route_handlers=[
+                    health,
+                    ready,
+                    oauth_token,
+                    make_api_router(),
+                    make_web_router(),
+                    create_static_files_router(
+                        path="/static", directories=[BASE_DIR / "static"], include_in_schema=False
+                    ),
+                ],
+            )
         )
         app_config.dependencies.update(
             {

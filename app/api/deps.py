@@ -27,7 +27,7 @@ def provide_principal(request: Request[Any, Any, Any]) -> Principal:
 
 def provide_limit_offset(
     limit: int = Parameter(query="limit", ge=1, le=500, default=50, description="Page size (≤ 500)."),
-    offset: int = Parameter(query="offset", ge=0, default=0, description="Items to skip."),
+    offset: int = Parameter(query="offset", ge=0, le=2**31 - 1, default=0, description="Items to skip."),
 ) -> LimitOffset:
     return LimitOffset(limit=limit, offset=offset)
 
@@ -54,7 +54,9 @@ def org_users(db_session: AsyncSession, principal: Principal, organization_id: U
     return UserService(session=db_session, organization_id=org)
 
 
-def org_clients(db_session: AsyncSession, principal: Principal, organization_id: UUID | None = None) -> ApiClientService:
+def org_clients(
+    db_session: AsyncSession, principal: Principal, organization_id: UUID | None = None
+) -> ApiClientService:
     """API clients of the caller's organization; a sysadmin names the organization instead."""
     org = organization_id if principal.is_sysadmin and organization_id else principal.organization_id
     if org is None:

@@ -43,9 +43,10 @@ class Contact(Base):
     phone: Mapped[str | None] = mapped_column(String(20), default=None)  # E.164: "+" and at most 15 digits
     email: Mapped[str | None] = mapped_column(String(320), default=None)  # lowercased
     telegram_chat_id: Mapped[str | None] = mapped_column(String(64), default=None)
-    # The contact's default servicechain. A plain column for now: the foreign key to the servicechain
-    # table is added together with that table.
-    servicechain_id: Mapped[UUID | None] = mapped_column(GUID, default=None)
+    # The contact's default servicechain (deleting a chain in use is refused; SET NULL is the backstop).
+    servicechain_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("servicechain.id", ondelete="SET NULL"), default=None
+    )
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
     opted_out_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     opted_out_via: Mapped[str | None] = mapped_column(String(64), default=None)  # the service's name

@@ -207,6 +207,12 @@ class ContactService(OrgScopedService[Contact]):
                 out["categories"] = await self.categories.resolve(out.pop("category_ids") or [])
             except FieldErrors as exc:
                 errors.update(exc.errors)
+        if out.get("servicechain_id") is not None:
+            from app.messaging.services import ServicechainRepository  # messaging builds on contacts
+
+            chains = ServicechainRepository(session=self.repository.session, organization_id=self.organization_id)
+            if await chains.get_one_or_none(id=out["servicechain_id"]) is None:
+                errors["servicechain_id"] = "No such servicechain in this organization."
         if errors:
             raise FieldErrors(errors)
         return out

@@ -11,9 +11,20 @@ from msgspec import UNSET, UnsetType
 
 RoleName = Literal["sysadmin", "org_admin", "user"]
 PlanName = Literal["PAY_IN_ADVANCE", "PAYG"]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
-Password = Annotated[str, msgspec.Meta(min_length=10, max_length=1024)]
+# No control characters (PostgreSQL refuses NUL in text), at least one visible character. ``(?!\n)$`` because
+# Python's ``$`` also matches before a trailing newline (``\Z`` would do, but is not valid in JSON Schema).
+Name = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^(?=.*\S)[^\x00-\x1f\x7f]+(?!\n)$", description="A name.")
+]
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=3, max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+(?!\n)$"
+    ),
+]
+# The length rule lives in one place, app.tenants.security.password_problem (a 422 with a field error),
+# shared with the browser forms; the schema only caps the size.
+Password = Annotated[str, msgspec.Meta(max_length=1024, description="At least 10 characters.")]
 Credits = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 ScopeList = Annotated[list[str], msgspec.Meta(max_length=20)]
 

@@ -8,7 +8,6 @@ themselves, so they cannot forget it; an id of another organization is simply no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 

@@ -10,7 +10,7 @@ from uuid import UUID
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService, is_dict
-from sqlalchemy import select
+from sqlalchemy import exists, select
 
 from app.tenants.models import (
     AccessToken,
@@ -102,7 +102,9 @@ class _UserRules:
             return data
         if "email" in data:
             data["email"] = data["email"].strip().lower()
-            if await self.exists(User.email == data["email"]):  # type: ignore[attr-defined]
+            # emails are unique across the instance (they are the login), so look beyond this organization
+            session = self.repository.session  # type: ignore[attr-defined]
+            if await session.scalar(select(exists().where(User.email == data["email"]))):
                 raise Conflict("A user with this email already exists.")
         password = data.pop("password", None)
         if password is not None:
