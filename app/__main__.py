@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-
 #: our own commands need no web application: run them without building one (a worker starts in a
 #: fraction of the time). They are registered on the Litestar CLI too, so ``--help`` lists them.
 STANDALONE = {"up", "workers", "users", "tokens"}

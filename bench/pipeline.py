@@ -70,8 +70,18 @@ async def baseline(n: int, redis_url: str, workers: int, concurrency: int) -> fl
 
     name = f"bench-noop-{uuid.uuid4().hex[:8]}"
     procs = [
-        subprocess.Popen([sys.executable, __file__, "--noop-worker", name, "--redis-url", redis_url,
-                          "--concurrency", str(concurrency)])
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--noop-worker",
+                name,
+                "--redis-url",
+                redis_url,
+                "--concurrency",
+                str(concurrency),
+            ]
+        )
         for _ in range(workers)
     ]
     queue = Queue.from_url(redis_url, name=name)
@@ -124,8 +134,13 @@ async def pipeline(n: int, database_url: str, redis_url: str, workers: int, conc
         session.add(org)
         await session.flush()
         user = await AccountService(session=session).create(
-            {"email": f"bench-{uuid.uuid4().hex[:6]}@example.com", "name": "Bench", "password": "bench password",
-             "role": Role.ORG_ADMIN, "organization_id": org.id}
+            {
+                "email": f"bench-{uuid.uuid4().hex[:6]}@example.com",
+                "name": "Bench",
+                "password": "bench password",
+                "role": Role.ORG_ADMIN,
+                "organization_id": org.id,
+            }
         )
         _, token = await TokenService(session=session).create_personal(user, "bench", None, 1)
         await session.commit()
@@ -140,14 +155,19 @@ async def pipeline(n: int, database_url: str, redis_url: str, workers: int, conc
         "VOLUBLE_WORKER_CONCURRENCY": str(concurrency),
         "VOLUBLE_LOG_LEVEL": "WARNING",
     }
-    procs = [subprocess.Popen([sys.executable, "-m", "app", "workers", "run"], env=env, cwd=ROOT)
-             for _ in range(workers)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "app", "workers", "run"], env=env, cwd=ROOT) for _ in range(workers)
+    ]
     try:
         async with AsyncTestClient(app=create_app(settings)) as client:
-            chain = (await client.post("/api/v1/servicechains", json={"name": "bench", "services": ["log"]},
-                                       headers=headers)).json()
-            contact = (await client.post("/api/v1/contacts", json={"first_name": "Ada", "email": "ada@example.com"},
-                                         headers=headers)).json()
+            chain = (
+                await client.post("/api/v1/servicechains", json={"name": "bench", "services": ["log"]}, headers=headers)
+            ).json()
+            contact = (
+                await client.post(
+                    "/api/v1/contacts", json={"first_name": "Ada", "email": "ada@example.com"}, headers=headers
+                )
+            ).json()
             await asyncio.sleep(2.0)  # let the workers start
             body = {"contact_id": contact["id"], "servicechain_id": chain["id"], "content": "Hi {{ first_name }}"}
             start = time.perf_counter()

@@ -29,6 +29,8 @@ from app.tenants.models import Organization, Role, User
 from app.tenants.principal import Principal
 from app.tenants.services import AccountService, ApiClientService, TokenService
 
+pytest_plugins = ["tests.pipeline"]
+
 PG_URL = os.environ.get("VOLUBLE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("VOLUBLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PASSWORD = "correct horse battery"

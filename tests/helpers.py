@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 import subprocess
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 

@@ -44,13 +44,13 @@ class Inbox:
         self.messages: list[email.message.EmailMessage] = []
         self.refuse = False
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if self.refuse:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))  # type: ignore[arg-type]
         return "250 OK"
 
@@ -75,7 +75,7 @@ class HookServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 if outer.delay:
@@ -158,9 +158,7 @@ async def send(client: AsyncTestClient[Any], t: Tenant, contact_id: str, chain_i
     return dict(r.json())
 
 
-async def wait_final(
-    client: AsyncTestClient[Any], t: Tenant, message_id: str, timeout: float = 45
-) -> dict[str, Any]:
+async def wait_final(client: AsyncTestClient[Any], t: Tenant, message_id: str, timeout: float = 45) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout
     body: dict[str, Any] = {}
     while asyncio.get_running_loop().time() < deadline:

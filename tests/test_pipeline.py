@@ -14,21 +14,18 @@ from app.config import Settings
 from app.messaging.models import Message
 from app.tenants.models import Organization
 from tests.conftest import World
+from tests.helpers import start_worker, stop_process
 from tests.pipeline import (
     HookServer,
     Inbox,
-    hook_server,  # noqa: F401 - fixture
+    fast_settings,
     new_contact,
     send,
     setup_chain,
     smtp_credentials,
-    smtp_server,  # noqa: F401 - fixture
     tenant,
     wait_final,
-    worker,  # noqa: F401 - fixture
 )
-from tests.helpers import start_worker, stop_process
-from tests.pipeline import fast_settings
 
 
 @pytest.fixture
@@ -96,7 +93,9 @@ async def test_only_failing_services_fail_the_message(
     t = await tenant(world)
     await smtp_credentials(client, t, port)
     r = await client.put(
-        "/api/v1/services/webhook/credentials", json={"url": hook_server.url, "secret": "s3cret-webhook-key-1"}, headers=t.admin
+        "/api/v1/services/webhook/credentials",
+        json={"url": hook_server.url, "secret": "s3cret-webhook-key-1"},
+        headers=t.admin,
     )
     assert r.status_code in (200, 204), r.text
     chain = await setup_chain(client, t, ["smtp", "webhook"])
@@ -113,7 +112,9 @@ async def test_only_failing_services_fail_the_message(
 async def test_webhook_post_is_signed(client: AsyncTestClient[Any], world: World, hook_server: HookServer) -> None:
     t = await tenant(world)
     r = await client.put(
-        "/api/v1/services/webhook/credentials", json={"url": hook_server.url, "secret": "s3cret-webhook-key-1"}, headers=t.admin
+        "/api/v1/services/webhook/credentials",
+        json={"url": hook_server.url, "secret": "s3cret-webhook-key-1"},
+        headers=t.admin,
     )
     assert r.status_code in (200, 204), r.text
     chain = await setup_chain(client, t, ["webhook"])

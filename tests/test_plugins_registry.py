@@ -282,3 +282,14 @@ async def test_api_shows_blacklisted_plugins_with_their_reason(
     assert "blacklisted" in put.json()["detail"]
     put = await client.put("/api/v1/services/unimportable/credentials", json={"token": "x"}, headers=bearer(admin))
     assert put.status_code == 409, put.text
+
+
+async def test_get_refreshes_a_stale_check_in_the_background(tmp_path: Path, installed: Installed) -> None:
+    registry = PluginRegistry(PluginContext(var_dir=tmp_path), refresh_after=0.0)
+    await registry.check()
+    installed.heal()
+    assert registry.get("healing") is None  # answers at once, from the last check...
+    task = registry._refresh_task
+    assert task is not None
+    await task  # ...while a new check runs
+    assert registry.get("healing") is not None

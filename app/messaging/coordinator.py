@@ -30,6 +30,7 @@ from app.worker.queues import SEND_QUEUE
 
 log = get_logger(__name__)
 
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -83,15 +84,25 @@ class Coordinator:
             if reason is not None:
                 session.add(
                     Attempt(
-                        organization_id=message.organization_id, message_id=message.id, seq=seq, service=name,
-                        outcome=AttemptOutcome.FAILED, error=reason, started_at=now, finished_at=now,
+                        organization_id=message.organization_id,
+                        message_id=message.id,
+                        seq=seq,
+                        service=name,
+                        outcome=AttemptOutcome.FAILED,
+                        error=reason,
+                        started_at=now,
+                        finished_at=now,
                     )
                 )
                 seq += 1
                 continue
             attempt = Attempt(
-                organization_id=message.organization_id, message_id=message.id, seq=seq, service=name,
-                outcome=AttemptOutcome.PENDING, started_at=now,
+                organization_id=message.organization_id,
+                message_id=message.id,
+                seq=seq,
+                service=name,
+                outcome=AttemptOutcome.PENDING,
+                started_at=now,
             )
             session.add(attempt)
             try:
@@ -135,10 +146,14 @@ class Coordinator:
             # retries=1: one run. A run that dies (killed worker) is not retried blindly on the same
             # service; the sweep records it as a failed attempt and the chain moves on.
             await self.queues[SEND_QUEUE].enqueue(
-                "send_message", attempt_id=str(attempt_id), key=send_job_key(attempt_id),
-                timeout=int(self.send_timeout) + 15, heartbeat=self.heartbeat, retries=1,
+                "send_message",
+                attempt_id=str(attempt_id),
+                key=send_job_key(attempt_id),
+                timeout=int(self.send_timeout) + 15,
+                heartbeat=self.heartbeat,
+                retries=1,
             )
-        except Exception as exc:  # noqa: BLE001 - Redis down: the sweep re-enqueues from the database
+        except Exception as exc:
             log.warning("enqueue failed; the sweep will retry", attempt_id=str(attempt_id), error=repr(exc))
 
     async def _finish_attempt(
@@ -163,8 +178,12 @@ class Coordinator:
             await session.rollback()
             return
         moved = await state.move(
-            session, attempt.message_id, MessageState.SENT,
-            service=attempt.service, provider_message_id=provider_message_id, sent_at=utcnow(),
+            session,
+            attempt.message_id,
+            MessageState.SENT,
+            service=attempt.service,
+            provider_message_id=provider_message_id,
+            sent_at=utcnow(),
         )
         if moved:
             await credits.charge(session, attempt.message_id, attempt.organization_id)

@@ -33,8 +33,13 @@ LOST_AFTER = timedelta(minutes=15)
 
 def _contact_info(contact: Contact) -> ContactInfo:
     return ContactInfo(
-        id=contact.id, title=contact.title, first_name=contact.first_name, surname=contact.surname,
-        phone=contact.phone, email=contact.email, telegram_chat_id=contact.telegram_chat_id,
+        id=contact.id,
+        title=contact.title,
+        first_name=contact.first_name,
+        surname=contact.surname,
+        phone=contact.phone,
+        email=contact.email,
+        telegram_chat_id=contact.telegram_chat_id,
     )
 
 
@@ -53,15 +58,19 @@ async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any]
             return {"outcome": "failed", "reason": "blacklisted: not available on this worker"}
         try:
             credentials = await CredentialService(
-                session=session, organization_id=message.organization_id,
-                settings=ctx["settings"], registry=ctx["registry"],
+                session=session,
+                organization_id=message.organization_id,
+                settings=ctx["settings"],
+                registry=ctx["registry"],
             ).get_decrypted(attempt.service)
-        except Exception as exc:  # noqa: BLE001 - unreadable credentials are this attempt's failure
+        except Exception as exc:
             return {"outcome": "failed", "reason": f"credentials unreadable: {type(exc).__name__}"}
         info = plugin.info
         address = getattr(contact, info.address_field) if info.address_field else None
         outgoing = OutgoingMessage(
-            id=message.id, organization_id=message.organization_id, content=message.content,
+            id=message.id,
+            organization_id=message.organization_id,
+            content=message.content,
             contact=_contact_info(contact),
         )
     timeout = ctx["settings"].worker.send_timeout
@@ -71,7 +80,7 @@ async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any]
         return {"outcome": "failed", "reason": str(exc) or type(exc).__name__}
     except TimeoutError:
         return {"outcome": "failed", "reason": f"timeout: no answer within {timeout:g}s"}
-    except Exception as exc:  # noqa: BLE001 - a crashing plugin is a failed attempt, never a crashed worker
+    except Exception as exc:
         log.warning("plugin raised", service=attempt.service, error=repr(exc))
         return {"outcome": "failed", "reason": f"plugin error: {type(exc).__name__}: {exc}"[:1000]}
     if not isinstance(provider_id, str) or not provider_id.strip() or len(provider_id) > 255:
@@ -83,13 +92,19 @@ async def report(ctx: dict[str, Any], attempt_id: str, event: dict[str, Any]) ->
     queue = ctx["queues"][EVENTS_QUEUE]
     if event["outcome"] == "sent":
         await queue.enqueue(
-            "message_sent", attempt_id=attempt_id, provider_message_id=event["provider_message_id"],
-            key=f"event:{attempt_id}", **EVENT_JOB_OPTIONS,
+            "message_sent",
+            attempt_id=attempt_id,
+            provider_message_id=event["provider_message_id"],
+            key=f"event:{attempt_id}",
+            **EVENT_JOB_OPTIONS,
         )
     else:
         await queue.enqueue(
-            "attempt_failed", attempt_id=attempt_id, reason=event["reason"],
-            key=f"event:{attempt_id}", **EVENT_JOB_OPTIONS,
+            "attempt_failed",
+            attempt_id=attempt_id,
+            reason=event["reason"],
+            key=f"event:{attempt_id}",
+            **EVENT_JOB_OPTIONS,
         )
 
 
@@ -173,7 +188,9 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
                 await send_queue.abort(job, "given up by the sweep")
             async with ctx["sessions"]() as session:
                 await coordinator.on_failed(
-                    session, attempt.id, f"worker_lost: the send job ended {job.status.value} ({job.error or 'no error'})"
+                    session,
+                    attempt.id,
+                    f"worker_lost: the send job ended {job.status.value} ({job.error or 'no error'})",
                 )
             counts["lost"] += 1
     if any(counts.values()):

@@ -44,7 +44,9 @@ class AttemptOutcome(enum.StrEnum):
 
 
 def _enum(cls: type[enum.StrEnum], length: int = 32) -> Enum:
-    return Enum(cls, native_enum=False, length=length, validate_strings=True, values_callable=lambda e: [m.value for m in e])
+    return Enum(
+        cls, native_enum=False, length=length, validate_strings=True, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 class Servicechain(Base):

@@ -14,8 +14,15 @@ ServiceList = Annotated[list[ServiceName], msgspec.Meta(min_length=1, max_length
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
 StateName = Literal[
-    "MSG_PENDING", "MSG_SENDING", "MSG_SENT", "MSG_DELIVERED_SERVICE", "MSG_DELIVERED_USER", "MSG_READ",
-    "MSG_REPLIED", "MSG_FAILED", "MSG_RECEIVED",
+    "MSG_PENDING",
+    "MSG_SENDING",
+    "MSG_SENT",
+    "MSG_DELIVERED_SERVICE",
+    "MSG_DELIVERED_USER",
+    "MSG_READ",
+    "MSG_REPLIED",
+    "MSG_FAILED",
+    "MSG_RECEIVED",
 ]
 
 

@@ -64,7 +64,9 @@ class ServicechainService(OrgScopedService[Servicechain]):
         chain = await self.get(chain_id)
         session = self.repository.session
         in_use_by_contacts = await session.scalar(
-            select(exists().where(Contact.servicechain_id == chain.id, Contact.organization_id == chain.organization_id))
+            select(
+                exists().where(Contact.servicechain_id == chain.id, Contact.organization_id == chain.organization_id)
+            )
         )
         if in_use_by_contacts:
             raise Conflict("Contacts use this servicechain as their default; choose another chain for them first.")
@@ -166,7 +168,9 @@ class MessageService(OrgScopedService[Message]):
         if idempotency_key:
             self.session.add(
                 IdempotencyKey(
-                    organization_id=self.organization_id, key=idempotency_key, request_hash=digest or "",
+                    organization_id=self.organization_id,
+                    key=idempotency_key,
+                    request_hash=digest or "",
                     message_id=message.id,
                 )
             )

@@ -10,6 +10,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 VARIABLES = ("title", "first_name", "surname")
 MAX_CONTENT = 10_000
 
+
 class _Sandbox(SandboxedEnvironment):
     """The sandbox, also refusing arithmetic that would build huge values (``"x" * 10**9``)."""
 
@@ -40,9 +41,7 @@ def check(content: str) -> None:
         raise TemplateProblem(f"Template error on line {exc.lineno}: {exc.message}") from exc
     unknown = sorted(meta.find_undeclared_variables(parsed) - set(VARIABLES))
     if unknown:
-        raise TemplateProblem(
-            f"Unknown template variable(s): {', '.join(unknown)}. Available: {', '.join(VARIABLES)}."
-        )
+        raise TemplateProblem(f"Unknown template variable(s): {', '.join(unknown)}. Available: {', '.join(VARIABLES)}.")
 
 
 def render(content: str, contact: Any) -> str:

@@ -147,9 +147,17 @@ def _validate_info(name: str, cls: Any) -> PluginInfo:
 class PluginRegistry:
     """The installed plugins of this process, with the result of their last health check."""
 
-    def __init__(self, context: PluginContext, self_test_timeout: float = SELF_TEST_TIMEOUT) -> None:
+    def __init__(
+        self,
+        context: PluginContext,
+        self_test_timeout: float = SELF_TEST_TIMEOUT,
+        refresh_after: float | None = DEFAULT_MAX_AGE,
+    ) -> None:
         self.context = context
         self.self_test_timeout = self_test_timeout
+        #: :meth:`get` starts a background re-check when the last one is older (None: never)
+        self.refresh_after = refresh_after
+        self._refresh_task: asyncio.Task[None] | None = None
         self._entries: dict[str, PluginEntry] = {}
         self._checked_monotonic: float | None = None
         self._lock = asyncio.Lock()
@@ -163,9 +171,28 @@ class PluginRegistry:
         return self._checked_monotonic is not None
 
     def get(self, name: str) -> Plugin | None:
-        """The plugin ``name`` if it is installed and passed its last check; None otherwise."""
+        """The plugin ``name`` if it is installed and passed its last check; None otherwise.
+
+        When the last check is older than ``refresh_after`` seconds, a new one starts in the
+        background (this call does not wait for it), so that every process that hands out plugins
+        notices a plugin that was restored or broke, not only the one that runs the periodic job.
+        """
+        self._refresh_if_stale()
         entry = self._entries.get(name)
         return entry.plugin if entry is not None and entry.available else None
+
+    def _refresh_if_stale(self) -> None:
+        if self.refresh_after is None or self._checked_monotonic is None:
+            return
+        if time.monotonic() - self._checked_monotonic <= self.refresh_after:
+            return
+        if self._refresh_task is not None and not self._refresh_task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._refresh_task = loop.create_task(self.check(), name="plugin-health-refresh")
 
     def entry(self, name: str) -> PluginEntry | None:
         """What the last check found for ``name`` (available or blacklisted); None if not installed."""
