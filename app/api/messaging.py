@@ -109,12 +109,8 @@ class MessageController(Controller):
             str | None, Parameter(header="Idempotency-Key", max_length=255, required=False)
         ] = None,
     ) -> Response[schemas.Message]:
-        message, replayed = await messages.accept(data, idempotency_key, request_hash(data))
-        if not replayed:
-            coordinator: Coordinator = request.app.state.coordinator
-            await coordinator.dispatch(messages.session, message.id)
-        message = await messages.get(message.id, auto_expunge=False)
-        await messages.session.refresh(message)
+        coordinator: Coordinator = request.app.state.coordinator
+        message, replayed = await messages.submit(data, coordinator, idempotency_key, request_hash(data))
         out = message_out(message, await messages.attempts_of(message.id))
         return Response(out, status_code=201, headers={"Idempotent-Replayed": "true"} if replayed else {})
 

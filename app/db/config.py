@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
     AsyncSessionConfig,
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from app.config import BASE_DIR, Settings
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    """SQLite is shared by the web process and the workers: WAL lets readers run beside the one
+    writer, and a busy timeout makes a writer wait its turn instead of failing."""
+    module = type(dbapi_connection).__module__
+    if "sqlite" not in module:
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:

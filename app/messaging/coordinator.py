@@ -8,7 +8,8 @@ state machine refuses backward moves, so a repeated event or a racing coordinato
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -17,6 +18,7 @@ from saq import Queue
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import noload
 
 from app.config import Settings
 from app.contacts.models import Contact
@@ -29,6 +31,10 @@ from app.tenants.models import Organization
 from app.worker.queues import SEND_QUEUE
 
 log = get_logger(__name__)
+
+
+#: seconds a process trusts the service statuses it read (blacklisting applies within this delay)
+STATUS_TTL = 5.0
 
 
 def utcnow() -> datetime:
@@ -48,6 +54,7 @@ class Coordinator:
     send_timeout: float = 30.0
     #: a send job that misses its heartbeat this long is stuck (its worker died)
     heartbeat: int = 10
+    _status_cache: tuple[float, dict[str, Any]] | None = field(default=None, init=False, repr=False)
 
     async def dispatch(self, session: AsyncSession, message_id: UUID) -> None:
         """Start the next service of the chain (or fail the message); commits. Safe to call twice."""
@@ -61,22 +68,33 @@ class Coordinator:
         )
         if any(a.outcome == AttemptOutcome.PENDING for a in attempts):
             return  # a service is working on it
-        contact = await session.get(Contact, message.contact_id)
+        contact = await session.scalar(
+            select(Contact).where(Contact.id == message.contact_id).options(noload(Contact.categories))
+        )
+        await self._advance(session, message, len(attempts), contact)
+
+    async def start(self, session: AsyncSession, message: Message, contact: Contact) -> Attempt | None:
+        """Start a message that was just accepted in this transaction: no lock or re-read needed, as no
+        one else knows it yet. Commits; returns the attempt handed to a worker, if any."""
+        return await self._advance(session, message, 0, contact)
+
+    async def _advance(
+        self, session: AsyncSession, message: Message, seq: int, contact: Contact | None
+    ) -> Attempt | None:
         org = await session.get(Organization, message.organization_id)
         if contact is None or org is None:
             await self._fail(session, message, "contact_missing")
-            return
+            return None
         if org.suspended:
             await self._fail(session, message, "organization_suspended")
-            return
+            return None
         if contact.opted_out:
             await self._fail(session, message, "opted_out")
-            return
-        statuses = await service_statuses(session)
+            return None
+        statuses = await self._statuses(session)
         creds = CredentialService(
             session=session, organization_id=message.organization_id, settings=self.settings, registry=self.registry
         )
-        seq = len(attempts)
         while seq < len(message.route):
             name = message.route[seq]
             reason = await self._unusable(name, statuses, creds, contact, message)
@@ -109,12 +127,20 @@ class Coordinator:
                 await session.flush()
             except IntegrityError:  # another coordinator got here first
                 await session.rollback()
-                return
+                return None
             await state.move(session, message.id, MessageState.SENDING, service=name)
             await session.commit()
             await self.enqueue_send(attempt.id)
-            return
+            return attempt
         await self._fail(session, message, "every service of the chain failed" if message.route else "empty chain")
+        return None
+
+    async def _statuses(self, session: AsyncSession) -> dict[str, Any]:
+        """The recorded service statuses, read at most every few seconds per process."""
+        now = time.monotonic()
+        if self._status_cache is None or now - self._status_cache[0] > STATUS_TTL:
+            self._status_cache = (now, await service_statuses(session))
+        return self._status_cache[1]
 
     async def _unusable(
         self, name: str, statuses: dict[str, Any], creds: CredentialService, contact: Contact, message: Message

@@ -11,10 +11,12 @@ import msgspec
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import noload
 
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
 from app.messaging import credits, templating
+from app.messaging.coordinator import Coordinator
 from app.messaging.models import (
     Attempt,
     CreditState,
@@ -121,7 +123,8 @@ class MessageService(OrgScopedService[Message]):
         return await self.get(row.message_id)
 
     async def render_for(self, contact_id: UUID, content: str) -> tuple[Contact, str]:
-        contact = await ContactService(session=self.session, organization_id=self.organization_id).get(contact_id)
+        contacts = ContactService(session=self.session, organization_id=self.organization_id)
+        contact = await contacts.get(contact_id, load=[noload(Contact.categories)])
         try:
             return contact, templating.render(content, contact)
         except templating.TemplateProblem as exc:
@@ -129,15 +132,17 @@ class MessageService(OrgScopedService[Message]):
 
     async def accept(
         self, data: Any, idempotency_key: str | None = None, digest: str | None = None
-    ) -> tuple[Message, bool]:
-        """Validate and store a new outgoing message as MSG_PENDING, credit reserved; commits.
+    ) -> tuple[Message, Contact | None]:
+        """Validate and store a new outgoing message as MSG_PENDING with its credit reserved (flushed,
+        not committed: :meth:`Coordinator.start` commits it together with its first attempt).
 
-        Returns (message, replayed): a known Idempotency-Key with the same body gives back its message.
+        Returns (message, contact); contact is None when a known Idempotency-Key with the same body
+        gave back the message it created before.
         """
         if idempotency_key:
             existing = await self._replay(idempotency_key, digest or "")
             if existing is not None:
-                return existing, True
+                return existing, None
         contact, content = await self.render_for(data.contact_id, data.content)
         chain_id = data.servicechain_id or contact.servicechain_id
         if chain_id is None:
@@ -175,12 +180,29 @@ class MessageService(OrgScopedService[Message]):
                 )
             )
         try:
-            await self.session.commit()
+            await self.session.flush()
         except IntegrityError:  # the same key raced in from another request
             await self.session.rollback()
             if idempotency_key:
                 existing = await self._replay(idempotency_key, digest or "")
                 if existing is not None:
-                    return existing, True
+                    return existing, None
             raise
+        return message, contact
+
+    async def submit(
+        self, data: Any, coordinator: Coordinator, idempotency_key: str | None = None, digest: str | None = None
+    ) -> tuple[Message, bool]:
+        """Accept a message and start it on its chain (scheduled ones wait for the sweep); commits.
+
+        Returns (message, replayed). This is what the API and the compose page call.
+        """
+        message, contact = await self.accept(data, idempotency_key, digest)
+        if contact is None:
+            return message, True
+        if message.send_at is None:
+            await coordinator.start(self.session, message, contact)
+        else:
+            await self.session.commit()
+        await self.session.refresh(message)
         return message, False

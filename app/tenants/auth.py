@@ -71,8 +71,11 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             else:
                 check_organization(org, owner.role)
                 principal = principal_for_user(owner, scopes, token.id)
-            token.last_used_at = utcnow()
-            await session.commit()
+            now = utcnow()
+            last = token.last_used_at
+            if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
+                token.last_used_at = now  # to the minute: no write on every request
+                await session.commit()
         return AuthenticationResult(user=principal, auth=token.id)
 
 

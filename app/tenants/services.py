@@ -65,6 +65,7 @@ def _aware(value: datetime | None) -> datetime | None:
 
 class OrganizationRepository(SQLAlchemyAsyncRepository[Organization]):
     model_type = Organization
+    count_with_window_function = False  # a true total on pages past the end
 
 
 class OrganizationService(SQLAlchemyAsyncRepositoryService[Organization]):
@@ -159,6 +160,7 @@ class UserService(_UserRules, OrgScopedService[User]):
 
 class AccountRepository(SQLAlchemyAsyncRepository[User]):
     model_type = User
+    count_with_window_function = False  # a true total on pages past the end
 
 
 class AccountService(_UserRules, SQLAlchemyAsyncRepositoryService[User]):
@@ -250,6 +252,7 @@ class ApiClientService(OrgScopedService[ApiClient]):
 
 class InstanceApiClientRepository(SQLAlchemyAsyncRepository[ApiClient]):
     model_type = ApiClient
+    count_with_window_function = False  # a true total on pages past the end
 
 
 class InstanceApiClientService(SQLAlchemyAsyncRepositoryService[ApiClient]):
@@ -260,6 +263,7 @@ class InstanceApiClientService(SQLAlchemyAsyncRepositoryService[ApiClient]):
 
 class TokenRepository(SQLAlchemyAsyncRepository[AccessToken]):
     model_type = AccessToken
+    count_with_window_function = False  # a true total on pages past the end
 
 
 class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):

@@ -1,0 +1,361 @@
+"""Organization pages: contacts (list, search, create, edit, delete), CSV import and export, conversations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
+from advanced_alchemy.filters import LimitOffset
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import FormMultiDict, UploadFile
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.plugins.flash import flash
+from litestar.plugins.htmx import HTMXRequest
+from litestar.response import Stream
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts import csvio
+from app.contacts.fields import FieldError, check_region
+from app.contacts.models import Contact
+from app.contacts.services import CategoryService, ContactService
+from app.messaging.models import Message
+from app.messaging.services import MessageService, ServicechainService
+from app.tenants.auth import session_maker
+from app.tenants.guards import requires_scope
+from app.tenants.principal import Principal
+from app.tenants.services import ValidationProblem
+from app.web.common import FormErrors, limit_offset, page, provide_page_number, read_form, see_other, text, wants_fragment
+from app.web.scoped import (
+    BY_NAME,
+    OLDEST,
+    FilteredPage,
+    field_errors,
+    flash_fragment,
+    form_values,
+    org_id,
+    parse_uuid,
+)
+
+LIST_URL = "/contacts"
+READ = requires_scope("contacts:read")
+WRITE = requires_scope("contacts:write")
+CONVERSATION_PAGE_SIZE = 50
+TRUE_VALUES = frozenset({"on", "1", "true", "yes"})
+# The request schema's limits (app.contacts.schemas), checked here so the form says so next to the field.
+TEXT_LIMITS = {
+    "title": 50,
+    "first_name": 100,
+    "surname": 100,
+    "phone": 64,
+    "email": 320,
+    "telegram_chat_id": 64,
+    "notes": 5000,
+}
+EMPTY_FORM: dict[str, Any] = {
+    **{name: "" for name in TEXT_LIMITS},
+    "category_ids": [],
+    "servicechain_id": "",
+    "opted_out": False,
+}
+
+
+def provide_contacts(db_session: AsyncSession, principal: Principal) -> ContactService:
+    return ContactService(session=db_session, organization_id=org_id(principal, "The contact list"))
+
+
+def read_contact_form(form: FormMultiDict, errors: FormErrors) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the fields for the contact service, the form as typed to show it again); problems go to ``errors``."""
+    data: dict[str, Any] = {}
+    shown: dict[str, Any] = {}
+    for name, limit in TEXT_LIMITS.items():
+        raw = form.get(name)
+        value = raw[: limit * 4] if isinstance(raw, str) else ""
+        shown[name] = value
+        if len(value.strip()) > limit:
+            errors.add(name, f"At most {limit} characters.")
+        data[name] = value
+    raw_ids = form_values(form, "category_ids")
+    category_ids = [parse_uuid(v) for v in raw_ids]
+    if any(i is None for i in category_ids):
+        errors.add("category_ids", "Choose categories from the list.")
+    data["category_ids"] = [i for i in category_ids if i is not None]
+    shown["category_ids"] = raw_ids
+    raw_chain = text(form, "servicechain_id")
+    chain_id = parse_uuid(raw_chain)
+    if raw_chain and chain_id is None:
+        errors.add("servicechain_id", "Choose a servicechain from the list.")
+    data["servicechain_id"] = chain_id
+    shown["servicechain_id"] = raw_chain
+    data["opted_out"] = shown["opted_out"] = text(form, "opted_out").lower() in TRUE_VALUES
+    return data, shown
+
+
+def export_url(params: dict[str, str]) -> str:
+    query = urlencode({k: v for k, v in params.items() if v})
+    return f"{LIST_URL}/export?{query}" if query else f"{LIST_URL}/export"
+
+
+def contact_form_state(contact: Contact) -> dict[str, Any]:
+    state: dict[str, Any] = {name: getattr(contact, name) or "" for name in TEXT_LIMITS}
+    state["category_ids"] = [str(i) for i in contact.category_ids]
+    state["servicechain_id"] = str(contact.servicechain_id or "")
+    state["opted_out"] = bool(contact.opted_out)
+    return state
+
+
+async def _choices(contacts: ContactService) -> dict[str, Any]:
+    """The categories and servicechains a contact form offers."""
+    session = contacts.repository.session
+    categories = await CategoryService(session=session, organization_id=contacts.organization_id).list(BY_NAME)
+    chains = await ServicechainService(session=session, organization_id=contacts.organization_id).list(BY_NAME)
+    return {
+        "category_options": [(str(c.id), c.name) for c in categories],
+        "chain_options": [("", "No default chain"), *((str(c.id), c.name) for c in chains)],
+    }
+
+
+class ContactPages(Controller):
+    path = LIST_URL
+    guards = [READ]
+    dependencies = {
+        "contacts": Provide(provide_contacts, sync_to_thread=False),
+        "page_number": Provide(provide_page_number, sync_to_thread=False),
+    }
+
+    # ------------------------------------------------------------ list and search
+
+    @get("/", name="contacts")
+    async def list_contacts(
+        self,
+        request: HTMXRequest,
+        contacts: ContactService,
+        page_number: int,
+        q: str | None = Parameter(query="q", default=None, required=False, max_length=200),
+        category: str | None = Parameter(query="category_id", default=None, required=False, max_length=64),
+    ) -> Response[Any]:
+        query = (q or "").strip()
+        category_id = parse_uuid(category)
+        errors = FormErrors()
+        items: Any = []
+        total = 0
+        try:
+            filters = contacts.search_filters(query or None, category_id)
+        except ValidationProblem as exc:
+            errors.add("q", exc.detail)
+        else:
+            items, total = await contacts.search(*filters, limit_offset(page_number))
+        params = {"q": query, "category_id": str(category_id) if category_id else ""}
+        listing = FilteredPage(
+            items=items, total=total, number=page_number, url=LIST_URL, target="contact-list", params=params
+        )
+        categories = await contacts.categories.list(BY_NAME)
+        context = {
+            "contacts": listing,
+            "q": query,
+            "category_id": params["category_id"],
+            "categories": categories,
+            "errors": errors,
+            "export_url": export_url(params),
+        }
+        if wants_fragment(request, "contact-list"):
+            return page("partials/_contact_table.html", context)
+        return page("contacts/list.html", context, status=422 if errors else 200)
+
+    # ------------------------------------------------------------ create
+
+    @get("/new", name="contact-new", guards=[WRITE])
+    async def new_contact(self, contacts: ContactService) -> Response[Any]:
+        context = {"form": dict(EMPTY_FORM), "errors": FormErrors(), "contact": None, **await _choices(contacts)}
+        return page("contacts/form.html", context)
+
+    @post("/", guards=[WRITE])
+    async def create_contact(
+        self, request: HTMXRequest, contacts: ContactService, db_session: AsyncSession
+    ) -> Response[Any]:
+        form = await read_form(request)
+        errors = FormErrors()
+        data, shown = read_contact_form(form, errors)
+        if not errors:
+            try:
+                contact = await contacts.create(data)
+            except ValidationProblem as exc:
+                field_errors(exc, errors, "first_name")
+            except (DuplicateKeyError, IntegrityError):
+                await db_session.rollback()
+                errors.add(None, "This contact could not be saved: it conflicts with existing data.")
+            else:
+                flash(request, f"{contact.display_name} is saved.", "success")
+                return await see_other(db_session, f"{LIST_URL}/{contact.id}")
+        context = {"form": shown, "errors": errors, "contact": None, **await _choices(contacts)}
+        return page("contacts/form.html", context, status=422)
+
+    # ------------------------------------------------------------ CSV import and export
+
+    @get("/import", name="contact-import", guards=[WRITE])
+    async def import_page(self) -> Response[Any]:
+        context = {"errors": FormErrors(), "report": None, "region": "", "columns": csvio.EXPORT_COLUMNS}
+        return page("contacts/import.html", context)
+
+    @post("/import", guards=[WRITE], request_max_body_size=csvio.MAX_BYTES + 256 * 1024)
+    async def import_csv(self, request: HTMXRequest, db_session: AsyncSession, principal: Principal) -> Response[Any]:
+        form = await read_form(request)
+        errors = FormErrors()
+        region = text(form, "region", 10)
+        default_region: str | None = None
+        if region:
+            try:
+                default_region = check_region(region)
+            except FieldError as exc:
+                errors.add("region", str(exc))
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            errors.add("file", "Choose a CSV file to import.")
+        report = None
+        filename = ""
+        if not errors and isinstance(upload, UploadFile):
+            filename = upload.filename
+            contacts = ContactService(
+                session=db_session, organization_id=org_id(principal), default_region=default_region
+            )
+            try:
+                parsed = csvio.parse_csv(await upload.read(csvio.MAX_BYTES + 1))
+                report = await csvio.import_contacts(contacts, parsed)
+            except csvio.CSVFormatError as exc:
+                errors.add("file", exc.detail)
+        context = {
+            "errors": errors,
+            "report": report,
+            "filename": filename,
+            "region": region,
+            "columns": csvio.EXPORT_COLUMNS,
+        }
+        return page("contacts/import.html", context, status=422 if errors else 200)
+
+    @get("/export", name="contact-export")
+    async def export_csv(
+        self,
+        request: Request[Any, Any, Any],
+        contacts: ContactService,
+        q: str | None = Parameter(query="q", default=None, required=False, max_length=200),
+        category: str | None = Parameter(query="category_id", default=None, required=False, max_length=64),
+    ) -> Stream:
+        query = (q or "").strip() or None
+        category_id = parse_uuid(category)
+        contacts.search_filters(query, category_id)  # bad input answers before the download starts
+        organization_id = contacts.organization_id
+        maker = session_maker(request)
+
+        async def rows() -> AsyncIterator[str]:
+            async with maker() as session:
+                service = ContactService(session=session, organization_id=organization_id)
+                async for chunk in csvio.export_csv(service, q=query, category_id=category_id):
+                    yield chunk
+
+        return Stream(
+            rows(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="contacts.csv"', "Cache-Control": "no-store"},
+        )
+
+    # ------------------------------------------------------------ one contact
+
+    @get("/{contact_id:uuid}", name="contact")
+    async def contact_detail(
+        self,
+        request: HTMXRequest,
+        contact_id: UUID,
+        contacts: ContactService,
+        principal: Principal,
+        number: str | None = Parameter(query="page", default=None, required=False, max_length=12),
+    ) -> Response[Any]:
+        contact = await contacts.get(contact_id)
+        session = contacts.repository.session
+        chain = None
+        if contact.servicechain_id is not None:
+            chains = ServicechainService(session=session, organization_id=contacts.organization_id)
+            chain = await chains.get_one_or_none(id=contact.servicechain_id)
+        conversation: FilteredPage[Message] | None = None
+        if principal.has_scope("messages:read"):
+            messages = MessageService(session=session, organization_id=contacts.organization_id)
+            total = await messages.count(Message.contact_id == contact.id)
+            pages = max(1, math.ceil(total / CONVERSATION_PAGE_SIZE))
+            try:
+                current = min(max(int(number), 1), pages) if number else pages  # newest last: open on the last page
+            except ValueError:
+                current = pages
+            items = await messages.list(
+                Message.contact_id == contact.id,
+                LimitOffset(limit=CONVERSATION_PAGE_SIZE, offset=(current - 1) * CONVERSATION_PAGE_SIZE),
+                OLDEST,
+            )
+            conversation = FilteredPage(
+                items=items,
+                total=total,
+                number=current,
+                size=CONVERSATION_PAGE_SIZE,
+                url=f"{LIST_URL}/{contact.id}",
+                target="conversation",
+            )
+        context = {"contact": contact, "chain": chain, "conversation": conversation}
+        if wants_fragment(request, "conversation"):
+            return page("partials/_conversation.html", context)
+        return page("contacts/detail.html", context)
+
+    @get("/{contact_id:uuid}/edit", name="contact-edit", guards=[WRITE])
+    async def edit_contact(self, contact_id: UUID, contacts: ContactService) -> Response[Any]:
+        contact = await contacts.get(contact_id)
+        context = {
+            "form": contact_form_state(contact),
+            "errors": FormErrors(),
+            "contact": contact,
+            **await _choices(contacts),
+        }
+        return page("contacts/form.html", context)
+
+    @post("/{contact_id:uuid}/edit", guards=[WRITE])
+    async def update_contact(
+        self, request: HTMXRequest, contact_id: UUID, contacts: ContactService, db_session: AsyncSession
+    ) -> Response[Any]:
+        contact = await contacts.get(contact_id)
+        form = await read_form(request)
+        errors = FormErrors()
+        data, shown = read_contact_form(form, errors)
+        if not errors:
+            data["is_unknown"] = False  # someone looked at it and saved it
+            try:
+                contact = await contacts.update_contact(contact_id, data)
+            except ValidationProblem as exc:
+                field_errors(exc, errors, "first_name")
+            else:
+                flash(request, f"{contact.display_name} is saved.", "success")
+                return await see_other(db_session, f"{LIST_URL}/{contact.id}")
+            await db_session.rollback()
+            contact = await contacts.get(contact_id)
+        context = {"form": shown, "errors": errors, "contact": contact, **await _choices(contacts)}
+        return page("contacts/form.html", context, status=422)
+
+    @post("/{contact_id:uuid}/remove", guards=[WRITE])
+    async def remove_contact(
+        self, request: HTMXRequest, contact_id: UUID, contacts: ContactService, db_session: AsyncSession
+    ) -> Response[Any]:
+        contact = await contacts.get(contact_id)
+        label = contact.display_name
+        try:
+            await contacts.remove(contact_id)
+        except (IntegrityError, DuplicateKeyError):
+            await db_session.rollback()
+            problem = f"{label} could not be deleted."
+            if wants_fragment(request):
+                return flash_fragment(problem)
+            flash(request, problem, "error")
+            return await see_other(None, f"{LIST_URL}/{contact_id}")
+        flash(request, f"{label} has been deleted.", "success")
+        if wants_fragment(request):
+            await db_session.commit()
+            return page("partials/_oob_flashes.html", {})
+        return await see_other(db_session, LIST_URL)

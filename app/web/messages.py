@@ -1,0 +1,273 @@
+"""Organization pages: compose a message (with a live preview), the message log, and a message's detail
+page whose state and attempts update by themselves while it is being sent (htmx polling)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+from advanced_alchemy.filters import LimitOffset
+from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.plugins.flash import flash
+from litestar.plugins.htmx import HTMXRequest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contacts.models import Contact
+from app.contacts.services import ContactService
+from app.messaging import schemas
+from app.messaging.credits import InsufficientCredits
+from app.messaging.models import Direction, Message, MessageState
+from app.messaging.services import MessageService, ServicechainService, request_hash
+from app.messaging.templating import MAX_CONTENT
+from app.tenants.guards import requires_scope
+from app.tenants.principal import Principal
+from app.tenants.services import Conflict, ValidationProblem
+from app.web.common import NEWEST, FormErrors, limit_offset, page, provide_page_number, read_form, see_other, text, wants_fragment
+from app.web.scoped import BY_NAME, IN_FLIGHT_STATES, STATE_LABELS, FilteredPage, field_errors, org_id, parse_uuid
+
+LIST_URL = "/messages"
+READ = requires_scope("messages:read")
+SEND = requires_scope("messages:send")
+CONTACT_CHOICES = 100
+DIRECTIONS = {"outgoing": "Outgoing", "incoming": "Incoming"}
+
+
+def provide_messages(db_session: AsyncSession, principal: Principal) -> MessageService:
+    return MessageService(session=db_session, organization_id=org_id(principal, "The message log"))
+
+
+def _contacts(messages: MessageService) -> ContactService:
+    return ContactService(session=messages.session, organization_id=messages.organization_id)
+
+
+def new_idempotency_key() -> str:
+    return f"web-{uuid4()}"
+
+
+async def contact_choices(contacts: ContactService, q: str = "", selected: Contact | None = None) -> list[Contact]:
+    """Contacts to offer in the compose form: the chosen one first, then the newest matching ``q``."""
+    try:
+        filters = contacts.search_filters(q.strip() or None)
+    except ValidationProblem:
+        filters = []
+    items, _ = await contacts.search(*filters, LimitOffset(limit=CONTACT_CHOICES, offset=0))
+    found = list(items)
+    if selected is not None:
+        found = [selected, *(c for c in found if c.id != selected.id)]
+    return found
+
+
+class MessagePages(Controller):
+    path = LIST_URL
+    dependencies = {
+        "messages": Provide(provide_messages, sync_to_thread=False),
+        "page_number": Provide(provide_page_number, sync_to_thread=False),
+    }
+
+    # ------------------------------------------------------------ the log
+
+    @get("/", name="messages", guards=[READ])
+    async def list_messages(
+        self,
+        request: HTMXRequest,
+        messages: MessageService,
+        page_number: int,
+        state: str | None = Parameter(query="state", default=None, required=False, max_length=40),
+        direction: str | None = Parameter(query="direction", default=None, required=False, max_length=20),
+    ) -> Response[Any]:
+        state = state if state in STATE_LABELS else ""
+        direction = direction if direction in DIRECTIONS else ""
+        filters: list[Any] = []
+        if state:
+            filters.append(Message.state == MessageState(state))
+        if direction:
+            filters.append(Message.direction == Direction(direction))
+        items, total = await messages.list_and_count(*filters, limit_offset(page_number), NEWEST)
+        contacts = {c.id: c for c in await _contacts(messages).list_by_ids(m.contact_id for m in items)}
+        listing = FilteredPage(
+            items=items,
+            total=total,
+            number=page_number,
+            url=LIST_URL,
+            target="message-list",
+            params={"state": state, "direction": direction},
+        )
+        context = {
+            "messages": listing,
+            "contacts": contacts,
+            "state": state,
+            "direction": direction,
+            "states": STATE_LABELS,
+            "directions": DIRECTIONS,
+        }
+        if wants_fragment(request, "message-list"):
+            return page("partials/_message_table.html", context)
+        return page("messages/list.html", context)
+
+    # ------------------------------------------------------------ compose
+
+    async def _compose(
+        self,
+        messages: MessageService,
+        form: dict[str, Any],
+        errors: FormErrors,
+        *,
+        contact: Contact | None = None,
+        preview: dict[str, Any] | None = None,
+        status: int = 200,
+    ) -> Response[Any]:
+        chains = await ServicechainService(session=messages.session, organization_id=messages.organization_id).list(
+            BY_NAME
+        )
+        default_chain = next((c for c in chains if contact is not None and c.id == contact.servicechain_id), None)
+        default_label = (
+            f"The contact's default chain ({default_chain.name})" if default_chain else "The contact's default chain"
+        )
+        context = {
+            "form": form,
+            "errors": errors,
+            "contact": contact,
+            "contacts": await contact_choices(_contacts(messages), selected=contact),
+            "chain_options": [("", default_label), *((str(c.id), c.name) for c in chains)],
+            "has_chains": bool(chains),
+            "preview": preview or {},
+            "max_content": MAX_CONTENT,
+        }
+        return page("messages/compose.html", context, status=status)
+
+    @get("/new", name="message-new", guards=[SEND])
+    async def compose(
+        self,
+        messages: MessageService,
+        contact_param: str | None = Parameter(query="contact_id", default=None, required=False, max_length=64),
+    ) -> Response[Any]:
+        contact = None
+        contact_id = parse_uuid(contact_param)
+        if contact_id is not None:
+            contact = await _contacts(messages).get(contact_id)  # another organization's contact: 404
+        form = {
+            "contact_id": str(contact.id) if contact else "",
+            "servicechain_id": "",
+            "content": "",
+            "idempotency_key": new_idempotency_key(),
+        }
+        return await self._compose(messages, form, FormErrors(), contact=contact)
+
+    @get("/contact-options", name="message-contact-options", guards=[SEND])
+    async def contact_options(
+        self,
+        messages: MessageService,
+        q: str | None = Parameter(query="contact_q", default=None, required=False, max_length=200),
+        selected: str | None = Parameter(query="contact_id", default=None, required=False, max_length=64),
+    ) -> Response[Any]:
+        """The ``<option>``s of the compose form's contact select, narrowed by a search."""
+        contacts = _contacts(messages)
+        chosen = None
+        chosen_id = parse_uuid(selected)
+        if chosen_id is not None:
+            chosen = await contacts.get_one_or_none(id=chosen_id)
+        found = await contact_choices(contacts, q or "", None)
+        if chosen is not None and not any(c.id == chosen.id for c in found):
+            found = [chosen, *found]
+        context = {"contacts": found, "selected": str(chosen.id) if chosen else ""}
+        return page("partials/_contact_options.html", context)
+
+    @post("/preview", name="message-preview", guards=[SEND], status_code=200)
+    async def preview(self, request: Request[Any, Any, Any], messages: MessageService) -> Response[Any]:
+        """The content rendered for the chosen contact, or the template's error (a fragment)."""
+        form = await read_form(request)
+        content = form.get("content")
+        content = content if isinstance(content, str) else ""
+        contact_id = parse_uuid(text(form, "contact_id"))
+        return page("partials/_preview.html", {"preview": await self._render(messages, contact_id, content)})
+
+    async def _render(self, messages: MessageService, contact_id: UUID | None, content: str) -> dict[str, Any]:
+        if len(content) > MAX_CONTENT:
+            return {"error": f"The message is longer than {MAX_CONTENT} characters."}
+        if not content.strip():
+            return {"empty": True}
+        if contact_id is None:
+            return {"hint": "Choose a contact to see the message as they will get it."}
+        contact = await _contacts(messages).get_one_or_none(id=contact_id)
+        if contact is None:
+            return {"hint": "Choose a contact from the list."}
+        try:
+            _, rendered = await messages.render_for(contact.id, content)
+        except ValidationProblem as exc:
+            return {"error": exc.detail, "contact": contact}
+        return {"text": rendered, "contact": contact}
+
+    @post("/", guards=[SEND])
+    async def send(self, request: HTMXRequest, messages: MessageService, db_session: AsyncSession) -> Response[Any]:
+        raw = await read_form(request)
+        errors = FormErrors()
+        content = raw.get("content")
+        content = content if isinstance(content, str) else ""
+        form = {
+            "contact_id": text(raw, "contact_id", 64),
+            "servicechain_id": text(raw, "servicechain_id", 64),
+            "content": content[: MAX_CONTENT * 2],
+            "idempotency_key": text(raw, "idempotency_key", 200) or new_idempotency_key(),
+        }
+        contact_id = parse_uuid(form["contact_id"])
+        chain_id = parse_uuid(form["servicechain_id"])
+        contact = await _contacts(messages).get(contact_id) if contact_id else None  # foreign: 404
+        if contact is None:
+            errors.add("contact_id", "Choose the contact to send to.")
+        if form["servicechain_id"] and chain_id is None:
+            errors.add("servicechain_id", "Choose a servicechain from the list.")
+        if not content.strip():
+            errors.add("content", "Write the message.")
+        elif len(content) > MAX_CONTENT:
+            errors.add("content", f"At most {MAX_CONTENT} characters.")
+        status = 422
+        if not errors and contact is not None:
+            data = schemas.MessageCreate(contact_id=contact.id, content=content, servicechain_id=chain_id)
+            try:
+                message, replayed = await messages.accept(data, form["idempotency_key"], request_hash(data))
+            except ValidationProblem as exc:
+                field_errors(exc, errors, "content")
+            except InsufficientCredits as exc:
+                await db_session.rollback()
+                reason = str(exc)
+                errors.add(None, reason if reason.startswith("Not enough credits") else f"Not enough credits: {reason}")
+                status = 402
+            except Conflict:
+                await db_session.rollback()
+                errors.add(None, "This form was already sent with other content. Check the message log, or send again.")
+                form["idempotency_key"] = new_idempotency_key()
+                status = 409
+            else:
+                if not replayed:
+                    await request.app.state.coordinator.dispatch(messages.session, message.id)
+                    flash(request, f"Message to {contact.display_name} accepted.", "success")
+                return await see_other(db_session, f"{LIST_URL}/{message.id}")
+        preview = await self._render(messages, contact.id if contact else None, content)
+        return await self._compose(messages, form, errors, contact=contact, preview=preview, status=status)
+
+    # ------------------------------------------------------------ one message
+
+    @get("/{message_id:uuid}", name="message", guards=[READ])
+    async def message_detail(
+        self, request: HTMXRequest, message_id: UUID, messages: MessageService
+    ) -> Response[Any]:
+        message = await messages.get(message_id)
+        attempts = await messages.attempts_of(message.id)
+        context: dict[str, Any] = {
+            "message": message,
+            "attempts": attempts,
+            "live": str(message.state) in IN_FLIGHT_STATES,
+            "scheduled": message.send_at is not None and message.state == MessageState.PENDING,
+        }
+        if wants_fragment(request, "message-status"):
+            return page("partials/_message_status.html", context)
+        contact = await _contacts(messages).get_one_or_none(id=message.contact_id)
+        chain = None
+        if message.servicechain_id is not None:
+            chains = ServicechainService(session=messages.session, organization_id=messages.organization_id)
+            chain = await chains.get_one_or_none(id=message.servicechain_id)
+        reply_to = await messages.get_one_or_none(id=message.reply_to_id) if message.reply_to_id else None
+        context.update({"contact": contact, "chain": chain, "reply_to": reply_to})
+        return page("messages/detail.html", context)

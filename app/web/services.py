@@ -1,0 +1,274 @@
+"""Organization pages: the installed services (plugins), their health, and the organization's credentials.
+
+The credentials form of a service is built from the JSON Schema of the plugin's credentials type (the
+same ``credentials_schema`` that ``GET /api/v1/services/{name}`` shows): an ``enum`` becomes a select,
+an integer a number input, a password-like field a password input. Saved credentials are never shown
+again, not even in part: saving replaces them as a whole.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from advanced_alchemy.exceptions import NotFoundError
+from litestar import Controller, Response, get, post
+from litestar.datastructures import FormMultiDict
+from litestar.di import Provide
+from litestar.plugins.flash import flash
+from litestar.plugins.htmx import HTMXRequest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.plugins.registry import PluginRegistry, load_registry
+from app.plugins.schemas import ServiceDetail
+from app.plugins.services import CredentialService, ServiceCatalog
+from app.tenants.guards import requires_org_admin, requires_scope
+from app.tenants.principal import Principal
+from app.tenants.services import Conflict, ValidationProblem
+from app.web.common import FormErrors, page, read_form, see_other
+from app.web.scoped import field_errors, org_id
+
+LIST_URL = "/services"
+READ = requires_scope("servicechains:read")
+NAME = "/{name:str}"
+MAX_VALUE = 8192
+TRUE_VALUES = frozenset({"on", "1", "true", "yes"})
+SECRET_NAME = re.compile(r"(password|secret|token|api_?key|private)", re.IGNORECASE)
+ADDRESS_LABELS = {
+    "phone": "Phone number",
+    "email": "E-mail address",
+    "telegram_chat_id": "Telegram chat id",
+    None: "The organization's own endpoint",
+}
+
+FieldKind = Literal["text", "password", "number", "select", "checkbox", "json"]
+
+
+@dataclass
+class CredentialField:
+    """One input of a credentials form, derived from a property of the JSON Schema."""
+
+    name: str
+    label: str
+    kind: FieldKind
+    required: bool
+    help: str | None = None
+    options: list[tuple[str, str]] = field(default_factory=list)
+    default: str = ""
+    attrs: str = ""
+    integer: bool = False
+
+
+def _resolve(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    ref = prop.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return {**defs.get(ref.removeprefix("#/$defs/"), {}), **{k: v for k, v in prop.items() if k != "$ref"}}
+    return prop
+
+
+def _default_text(value: Any) -> str:
+    if value is None or isinstance(value, dict | list):
+        return ""
+    if isinstance(value, bool):
+        return "on" if value else ""
+    return str(value)
+
+
+def credential_fields(schema: dict[str, Any] | None) -> list[CredentialField]:
+    """The form fields for a credentials JSON Schema (an object schema), in the schema's order."""
+    if not schema:
+        return []
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", []))
+    fields: list[CredentialField] = []
+    for name, raw_prop in (schema.get("properties") or {}).items():
+        prop = _resolve(raw_prop, defs)
+        variants = [_resolve(v, defs) for v in (prop.get("anyOf") or prop.get("oneOf") or [prop])]
+        main = next((v for v in variants if v.get("type") != "null"), {})
+        merged = {**main, **{k: v for k, v in prop.items() if k not in ("anyOf", "oneOf")}}
+        kind: FieldKind = "text"
+        options: list[tuple[str, str]] = []
+        attrs: list[str] = []
+        if "enum" in merged:
+            kind = "select"
+            options = [(str(v), str(v)) for v in merged["enum"] if v is not None]
+            if name not in required:
+                options.insert(0, ("", "—"))
+        elif merged.get("type") in ("integer", "number"):
+            kind = "number"
+            for key, attr in (("minimum", "min"), ("maximum", "max")):
+                if key in merged:
+                    attrs.append(f'{attr}="{merged[key]}"')
+            attrs.append('step="1"' if merged.get("type") == "integer" else 'step="any"')
+        elif merged.get("type") == "boolean":
+            kind = "checkbox"
+        elif merged.get("type") in ("object", "array"):
+            kind = "json"
+        elif merged.get("format") == "password" or merged.get("writeOnly") or SECRET_NAME.search(name):
+            kind = "password"
+        if kind in ("text", "password") and isinstance(merged.get("maxLength"), int):
+            attrs.append(f'maxlength="{merged["maxLength"]}"')
+        description = merged.get("description")
+        fields.append(
+            CredentialField(
+                name=name,
+                label=str(merged.get("title") or name.replace("_", " ").capitalize()),
+                kind=kind,
+                required=name in required,
+                help=description.replace("`", "") if isinstance(description, str) else None,
+                options=options,
+                default=_default_text(merged.get("default")),
+                attrs=" ".join(attrs),
+                integer=merged.get("type") == "integer",
+            )
+        )
+    return fields
+
+
+def read_credentials(
+    fields: list[CredentialField], form: FormMultiDict, errors: FormErrors
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(the credentials object, what was typed — without secrets — to show the form again)."""
+    data: dict[str, Any] = {}
+    shown: dict[str, str] = {}
+    for f in fields:
+        raw = form.get(f.name)
+        value = raw[:MAX_VALUE] if isinstance(raw, str) else ""
+        if f.kind != "password":
+            value = value.strip()
+            shown[f.name] = value
+        if f.kind == "checkbox":
+            data[f.name] = value.lower() in TRUE_VALUES
+            continue
+        if not value:
+            if f.required:
+                errors.add(f.name, f"Enter the {f.label.lower()}." if f.kind != "select" else "Choose one.")
+            continue
+        if f.kind == "number":
+            try:
+                data[f.name] = int(value) if f.integer else float(value)
+            except ValueError:
+                errors.add(f.name, "Enter a number.")
+        elif f.kind == "json":
+            try:
+                data[f.name] = json.loads(value)
+            except ValueError:
+                errors.add(f.name, "Enter valid JSON.")
+        elif f.kind == "select" and value not in {v for v, _ in f.options}:
+            errors.add(f.name, "Choose one of the options.")
+        else:
+            data[f.name] = value
+    return data, shown
+
+
+def provide_registry(settings: Settings) -> PluginRegistry:
+    return load_registry(settings)
+
+
+def provide_credentials(
+    db_session: AsyncSession, principal: Principal, settings: Settings, registry: PluginRegistry
+) -> CredentialService:
+    return CredentialService(
+        session=db_session,
+        organization_id=org_id(principal, "Service credentials"),
+        settings=settings,
+        registry=registry,
+    )
+
+
+def provide_catalog(
+    db_session: AsyncSession, registry: PluginRegistry, credentials: CredentialService
+) -> ServiceCatalog:
+    return ServiceCatalog(db_session, registry, credentials)
+
+
+def _detail_context(
+    service: ServiceDetail, principal: Principal, form: dict[str, str] | None = None, errors: FormErrors | None = None
+) -> dict[str, Any]:
+    fields = credential_fields(service.credentials_schema)
+    return {
+        "service": service,
+        "fields": fields,
+        "form": form if form is not None else {f.name: f.default for f in fields},
+        "errors": errors or FormErrors(),
+        "can_edit": principal.is_org_admin and principal.has_scope("users:admin"),
+        "address_label": ADDRESS_LABELS.get(service.address_field, service.address_field),
+    }
+
+
+class ServicePages(Controller):
+    path = LIST_URL
+    guards = [READ]
+    dependencies = {
+        "registry": Provide(provide_registry, sync_to_thread=False),
+        "credentials": Provide(provide_credentials, sync_to_thread=False),
+        "catalog": Provide(provide_catalog, sync_to_thread=False),
+    }
+
+    @get("/", name="services")
+    async def list_services(self, catalog: ServiceCatalog, principal: Principal) -> Response[Any]:
+        services = await catalog.all()
+        context = {
+            "services": services,
+            "address_labels": ADDRESS_LABELS,
+            "can_edit": principal.is_org_admin and principal.has_scope("users:admin"),
+        }
+        return page("services/list.html", context)
+
+    @get(NAME, name="service")
+    async def service_detail(self, name: str, catalog: ServiceCatalog, principal: Principal) -> Response[Any]:
+        return page("services/detail.html", _detail_context(await catalog.get(name), principal))
+
+    @post(NAME + "/credentials", guards=[requires_org_admin])
+    async def save_credentials(
+        self,
+        request: HTMXRequest,
+        name: str,
+        catalog: ServiceCatalog,
+        credentials: CredentialService,
+        principal: Principal,
+        db_session: AsyncSession,
+    ) -> Response[Any]:
+        service = await catalog.get(name)
+        fields = credential_fields(service.credentials_schema)
+        if not fields and not service.needs_credentials:
+            flash(request, f"{service.title} needs no credentials.", "info")
+            return await see_other(None, f"{LIST_URL}/{name}")
+        form = await read_form(request)
+        errors = FormErrors()
+        data, shown = read_credentials(fields, form, errors)
+        if not errors:
+            try:
+                await credentials.put(name, data)
+            except ValidationProblem as exc:
+                field_errors(exc, errors)
+            except Conflict as exc:
+                errors.add(None, str(exc))
+            else:
+                flash(request, f"The {service.title} credentials are checked and saved.", "success")
+                return await see_other(db_session, f"{LIST_URL}/{name}")
+        if errors.fields and not errors.form:
+            errors.form = "The credentials were not saved: see the fields below."
+        return page("services/detail.html", _detail_context(service, principal, shown, errors), status=422)
+
+    @post(NAME + "/credentials/remove", guards=[requires_org_admin])
+    async def remove_credentials(
+        self,
+        request: HTMXRequest,
+        name: str,
+        catalog: ServiceCatalog,
+        credentials: CredentialService,
+        db_session: AsyncSession,
+    ) -> Response[Any]:
+        service = await catalog.get(name)
+        try:
+            await credentials.remove(name)
+        except NotFoundError:
+            flash(request, f"There were no {service.title} credentials to delete.", "info")
+            return await see_other(None, f"{LIST_URL}/{name}")
+        message = f"The {service.title} credentials are deleted; chains skip {service.title} until new ones are saved."
+        flash(request, message, "success")
+        return await see_other(db_session, f"{LIST_URL}/{name}")
