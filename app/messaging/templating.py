@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 
 VARIABLES = ("title", "first_name", "surname")
@@ -44,12 +45,18 @@ def check(content: str) -> None:
         raise TemplateProblem(f"Unknown template variable(s): {', '.join(unknown)}. Available: {', '.join(VARIABLES)}.")
 
 
-def render(content: str, contact: Any) -> str:
-    """The content for one contact; missing fields render empty."""
+@lru_cache(maxsize=512)
+def _compiled(content: str) -> Template:
     check(content)
+    return _env.from_string(content)
+
+
+def render(content: str, contact: Any) -> str:
+    """The content for one contact; missing fields render empty. Compiled once per distinct content."""
+    template = _compiled(content)
     values = {name: getattr(contact, name, None) or "" for name in VARIABLES}
     try:
-        text = _env.from_string(content).render(values)
+        text = template.render(values)
     except (UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError) as exc:
         raise TemplateProblem(f"Template error: {exc}") from exc
     if len(text) > MAX_CONTENT:
