@@ -45,6 +45,31 @@ async def _create_sysadmin(settings: Settings, email: str, password: str, name: 
         await engine.dispose()
 
 
+async def _create_demo_organization(settings: Settings, admin_email: str, password: str) -> None:
+    """The embedded run's demo: an organization, its admin, and a default chain on the ``log`` service."""
+    from app.messaging.services import ServicechainService
+    from app.plugins.registry import check_and_record, load_registry
+    from app.tenants.models import Organization, Role
+    from app.tenants.services import UserService
+
+    engine, sessions = _sessions(settings)
+    try:
+        await check_and_record(load_registry(settings), sessions)
+        async with sessions() as session:
+            org = Organization(name="Demo organization")
+            session.add(org)
+            await session.flush()
+            await UserService(session=session, organization_id=org.id).create(
+                {"email": admin_email, "name": "Demo Admin", "password": password, "role": Role.ORG_ADMIN}
+            )
+            await ServicechainService(session=session, organization_id=org.id).create_chain(
+                {"name": "Default (log)", "services": ["log"], "description": "Writes to var/outbox.jsonl"}
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
 async def _create_token(settings: Settings, email: str, scopes: list[str] | None, name: str, days: int | None) -> str:
     from app.tenants.services import AccountService, TokenService
 
@@ -150,6 +175,7 @@ def _start_embedded_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 DEMO_EMAIL = "admin@voluble.local"
+DEMO_ORG_EMAIL = "demo@voluble.local"
 
 
 @click.command(name="up", help="Run everything on one machine: migrate, Redis, web, workers.")
@@ -174,12 +200,16 @@ def up(n_workers: int) -> None:
         demo_file = settings.var_dir / "demo-login.txt"
         if not demo_file.exists():
             password = _secrets.token_urlsafe(12)
+            org_password = _secrets.token_urlsafe(12)
             asyncio.run(_create_sysadmin(settings, DEMO_EMAIL, password, "Demo Sysadmin"))
+            asyncio.run(_create_demo_organization(settings, DEMO_ORG_EMAIL, org_password))
             fd = os.open(demo_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
-                fh.write(f"{DEMO_EMAIL}\n{password}\n")
+                fh.write(f"{DEMO_EMAIL}\n{password}\n{DEMO_ORG_EMAIL}\n{org_password}\n")
         lines = demo_file.read_text().splitlines()
-        login_note = f"  login:    {lines[0]}\n  password: {lines[1]}   (kept in {demo_file})"
+        login_note = f"  login:    {lines[0]}\n  password: {lines[1]}   (sysadmin; kept in {demo_file})"
+        if len(lines) >= 4:
+            login_note += f"\n  demo org admin: {lines[2]} / {lines[3]}"
         exe = [sys.executable, "-m", "app"]
         for _ in range(max(n_workers, 0)):
             children.append(subprocess.Popen([*exe, "workers", "run"], env=env))

@@ -78,6 +78,26 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
         assert me.status_code == 200 and me.json()["role"] == "sysadmin"
         import sqlite3
 
+        # the demo organization sends through its default chain on the workers `up` started
+        demo = re.search(r"demo org admin: (\S+) / (\S+)", text)
+        assert demo, text
+        demo_token = run(["tokens", "create", "--email", demo.group(1)], env).stdout.strip()
+        auth = {"Authorization": f"Bearer {demo_token}"}
+        chains = httpx.get(f"{base}/api/v1/servicechains", headers=auth, timeout=5).json()["items"]
+        assert [c["services"] for c in chains] == [["log"]]
+        contact = httpx.post(f"{base}/api/v1/contacts", json={"first_name": "Ada"}, headers=auth, timeout=5).json()
+        sent = httpx.post(
+            f"{base}/api/v1/messages",
+            json={"contact_id": contact["id"], "servicechain_id": chains[0]["id"], "content": "Hi {{ first_name }}"},
+            headers=auth,
+            timeout=10,
+        ).json()
+        state = sent["state"]
+        while state != "MSG_SENT" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            state = httpx.get(f"{base}/api/v1/messages/{sent['id']}", headers=auth, timeout=5).json()["state"]
+        assert state == "MSG_SENT"
+        assert "Hi Ada" in (tmp_path / "outbox.jsonl").read_text()
         from app.tenants.security import verify_password  # the printed password matches the stored hash
 
         row = sqlite3.connect(tmp_path / "voluble.db").execute(
