@@ -1,7 +1,9 @@
 """End-to-end fixtures: a real Voluble server in a subprocess, driven by a real Chromium (Playwright).
 
 The server gets its own SQLite database and var directory under a temporary directory, is migrated
-and given a sysadmin through the CLI exactly as an operator would, and is killed at the end.
+and given a sysadmin through the CLI exactly as an operator would, and is killed at the end. A SAQ
+worker process (``voluble workers run``) shares its environment and queues, and a local SMTP server
+(aiosmtpd, on 127.0.0.1: the server and worker may reach private targets) receives what they send.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +36,27 @@ SECRET_KEY = "e2e-secret-key-" + "k" * 40
 START_TIMEOUT = 60
 
 
+class Mailbox:
+    """An aiosmtpd handler keeping every mail it accepts (the raw bytes of its DATA)."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(bytes(envelope.content))
+        return "250 OK"
+
+
 @dataclass(frozen=True)
 class Server:
     url: str
     sysadmin_email: str
     sysadmin_password: str
     log: Path
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 0
+    mailbox: Mailbox = field(default_factory=Mailbox)
+    worker_log: Path | None = None
 
 
 def _free_port() -> int:
@@ -95,6 +113,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "VOLUBLE_SECRET_KEY": SECRET_KEY,
         "VOLUBLE_PUBLIC_URL": url,
         "VOLUBLE_LOG_LEVEL": "INFO",
+        # The SMTP server of the scenarios runs on 127.0.0.1; its own queues keep other runs' workers away.
+        "VOLUBLE_ALLOW_PRIVATE_TARGETS": "true",
+        "VOLUBLE_QUEUE_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
     }
     # Failed logins are counted in Redis per account and per IP: start from a clean slate.
     redis = Redis.from_url(REDIS_URL)
@@ -111,27 +132,60 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     _cli([*voluble, "database", "upgrade", "--no-prompt"], env)
     sysadmin = ["users", "create-sysadmin", "--email", email, "--password", password, "--name", "Sam Sysadmin"]
     _cli([*voluble, *sysadmin], env)
+    mailbox = Mailbox()
+    smtp_port = _free_port()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
     log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*voluble, "run", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    worker_log = tmp / "worker.log"
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        _wait_for_health(url, proc, log)
-        yield Server(url=url, sysadmin_email=email, sysadmin_password=password, log=log)
+        with log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*voluble, "run", "--host", "127.0.0.1", "--port", str(port)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        with worker_log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*voluble, "workers", "run"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        _wait_for_health(url, procs[0], log)
+        yield Server(
+            url=url,
+            sysadmin_email=email,
+            sysadmin_password=password,
+            log=log,
+            smtp_port=smtp_port,
+            mailbox=mailbox,
+            worker_log=worker_log,
+        )
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        for proc in procs:
+            _stop(proc)
+        smtp.stop()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -162,4 +216,3 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
-

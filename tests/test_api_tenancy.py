@@ -31,7 +31,9 @@ PRINCIPALS = USERS + CLIENTS + SUSPENDED + UNAUTHENTICATED
 HOME_ADMINS = ("admin", "client_admin")
 
 
-async def oauth_token(client: AsyncTestClient[Any], client_id: str, secret: str, scope: str | None = None) -> str:
+async def oauth_token(
+    client: AsyncTestClient[Any], client_id: str, secret: str, scope: str | None = None
+) -> str:
     data = {"grant_type": "client_credentials"}
     if scope:
         data["scope"] = scope
@@ -69,7 +71,9 @@ class Scene:
         from app.tenants.security import hash_secret
 
         async with self.world.sessions() as session:
-            token_id = await session.scalar(select(AccessToken.id).where(AccessToken.token_hash == hash_secret(raw)))
+            token_id = await session.scalar(
+                select(AccessToken.id).where(AccessToken.token_hash == hash_secret(raw))
+            )
             assert token_id is not None
             return str(token_id)
 
@@ -103,7 +107,9 @@ async def scene(client: AsyncTestClient[Any], world: World) -> Scene:
     cid, secret = await world.api_client(suspended, ["users:admin", "contacts:read"])
     tokens["susp_client"] = await oauth_token(client, cid, secret)  # issued while still active
     async with world.sessions() as session:
-        await session.execute(update(Organization).where(Organization.id == suspended.id).values(suspended=True))
+        await session.execute(
+            update(Organization).where(Organization.id == suspended.id).values(suspended=True)
+        )
         await session.commit()
 
     s.headers = {name: bearer(tok) for name, tok in tokens.items()}
@@ -210,51 +216,126 @@ CASES = [
     Case("me", "GET", "/me", ok(200, ALL_ACTIVE)),
     # organizations: the sysadmin alone
     Case("orgs-list", "GET", "/organizations", ok(200, SYSADMIN)),
-    Case("orgs-create", "POST", "/organizations", ok(201, SYSADMIN),
-         body=lambda s, p: {"name": f"Org {uuid.uuid4().hex[:8]}"}),
+    Case(
+        "orgs-create",
+        "POST",
+        "/organizations",
+        ok(201, SYSADMIN),
+        body=lambda s, p: {"name": f"Org {uuid.uuid4().hex[:8]}"},
+    ),
     Case("org-get-home", "GET", "/organizations/{id}", ok(200, SYSADMIN), static("home_org")),
     Case("org-get-other", "GET", "/organizations/{id}", ok(200, SYSADMIN), static("other_org")),
     Case("org-get-random", "GET", "/organizations/{id}", ok(404, SYSADMIN), static("random")),
-    Case("org-patch", "PATCH", "/organizations/{id}", ok(200, SYSADMIN), new_org,
-         body=lambda s, p: {"credits": 5}),
-    Case("org-patch-random", "PATCH", "/organizations/{id}", ok(404, SYSADMIN), static("random"),
-         body=lambda s, p: {"credits": 5}),
+    Case(
+        "org-patch",
+        "PATCH",
+        "/organizations/{id}",
+        ok(200, SYSADMIN),
+        new_org,
+        body=lambda s, p: {"credits": 5},
+    ),
+    Case(
+        "org-patch-random",
+        "PATCH",
+        "/organizations/{id}",
+        ok(404, SYSADMIN),
+        static("random"),
+        body=lambda s, p: {"credits": 5},
+    ),
     Case("org-delete", "DELETE", "/organizations/{id}", ok(204, SYSADMIN), new_org),
     Case("org-delete-random", "DELETE", "/organizations/{id}", ok(404, SYSADMIN), static("random")),
-    Case("org-credits", "POST", "/organizations/{id}/credits", ok(200, SYSADMIN), new_org,
-         body=lambda s, p: {"amount": 5}),
-    Case("org-credits-random", "POST", "/organizations/{id}/credits", ok(404, SYSADMIN), static("random"),
-         body=lambda s, p: {"amount": 5}),
+    Case(
+        "org-credits",
+        "POST",
+        "/organizations/{id}/credits",
+        ok(200, SYSADMIN),
+        new_org,
+        body=lambda s, p: {"amount": 5},
+    ),
+    Case(
+        "org-credits-random",
+        "POST",
+        "/organizations/{id}/credits",
+        ok(404, SYSADMIN),
+        static("random"),
+        body=lambda s, p: {"amount": 5},
+    ),
     # users: org admins in their own organization, the sysadmin anywhere
     Case("users-list", "GET", "/users", ok(200, USER_ADMINS)),
     Case("users-create", "POST", "/users", ok(201, USER_ADMINS), body=new_user_body),
-    Case("users-create-other-org", "POST", "/users", ok(404, USER_ADMINS, sysadmin=201), body=other_org_user_body),
+    Case(
+        "users-create-other-org",
+        "POST",
+        "/users",
+        ok(404, USER_ADMINS, sysadmin=201),
+        body=other_org_user_body,
+    ),
     Case("user-get-home", "GET", "/users/{id}", ok(200, USER_ADMINS), static("home_user")),
     Case("user-get-other", "GET", "/users/{id}", ok(404, USER_ADMINS, sysadmin=200), static("other_user")),
     Case("user-get-suspended", "GET", "/users/{id}", ok(404, USER_ADMINS, sysadmin=200), static("susp_user")),
-    Case("user-get-sysadmin", "GET", "/users/{id}", ok(404, USER_ADMINS, sysadmin=200), static("sysadmin_user")),
+    Case(
+        "user-get-sysadmin", "GET", "/users/{id}", ok(404, USER_ADMINS, sysadmin=200), static("sysadmin_user")
+    ),
     Case("user-get-random", "GET", "/users/{id}", ok(404, USER_ADMINS), static("random")),
-    Case("user-patch-home", "PATCH", "/users/{id}", ok(200, USER_ADMINS), new_home_user,
-         body=lambda s, p: {"name": "Renamed"}),
-    Case("user-patch-other", "PATCH", "/users/{id}", ok(404, USER_ADMINS, sysadmin=200), new_other_user,
-         body=lambda s, p: {"name": "Renamed"}),
-    Case("user-patch-random", "PATCH", "/users/{id}", ok(404, USER_ADMINS), static("random"),
-         body=lambda s, p: {"name": "Renamed"}),
+    Case(
+        "user-patch-home",
+        "PATCH",
+        "/users/{id}",
+        ok(200, USER_ADMINS),
+        new_home_user,
+        body=lambda s, p: {"name": "Renamed"},
+    ),
+    Case(
+        "user-patch-other",
+        "PATCH",
+        "/users/{id}",
+        ok(404, USER_ADMINS, sysadmin=200),
+        new_other_user,
+        body=lambda s, p: {"name": "Renamed"},
+    ),
+    Case(
+        "user-patch-random",
+        "PATCH",
+        "/users/{id}",
+        ok(404, USER_ADMINS),
+        static("random"),
+        body=lambda s, p: {"name": "Renamed"},
+    ),
     Case("user-delete-home", "DELETE", "/users/{id}", ok(204, USER_ADMINS), new_home_user),
     Case("user-delete-other", "DELETE", "/users/{id}", ok(404, USER_ADMINS, sysadmin=204), new_other_user),
     Case("user-delete-random", "DELETE", "/users/{id}", ok(404, USER_ADMINS), static("random")),
     # API clients: org admins in their own organization, the sysadmin anywhere
     Case("clients-list", "GET", "/clients", ok(200, USER_ADMINS)),
-    Case("clients-create", "POST", "/clients", ok(201, USER_ADMINS),
-         body=lambda s, p: {"name": "integration", "scopes": ["contacts:read"]}
-         | ({"organization_id": str(s.home.id)} if p == "sysadmin" else {})),
-    Case("clients-create-other-org", "POST", "/clients", ok(404, USER_ADMINS, sysadmin=201),
-         body=lambda s, p: {"name": "integration", "scopes": ["contacts:read"], "organization_id": str(s.other.id)}),
+    Case(
+        "clients-create",
+        "POST",
+        "/clients",
+        ok(201, USER_ADMINS),
+        body=lambda s, p: (
+            {"name": "integration", "scopes": ["contacts:read"]}
+            | ({"organization_id": str(s.home.id)} if p == "sysadmin" else {})
+        ),
+    ),
+    Case(
+        "clients-create-other-org",
+        "POST",
+        "/clients",
+        ok(404, USER_ADMINS, sysadmin=201),
+        body=lambda s, p: {
+            "name": "integration",
+            "scopes": ["contacts:read"],
+            "organization_id": str(s.other.id),
+        },
+    ),
     Case("client-get-home", "GET", "/clients/{id}", ok(200, USER_ADMINS), static("home_client")),
-    Case("client-get-other", "GET", "/clients/{id}", ok(404, USER_ADMINS, sysadmin=200), static("other_client")),
+    Case(
+        "client-get-other", "GET", "/clients/{id}", ok(404, USER_ADMINS, sysadmin=200), static("other_client")
+    ),
     Case("client-get-random", "GET", "/clients/{id}", ok(404, USER_ADMINS), static("random")),
     Case("client-delete-home", "DELETE", "/clients/{id}", ok(204, USER_ADMINS), new_home_client),
-    Case("client-delete-other", "DELETE", "/clients/{id}", ok(404, USER_ADMINS, sysadmin=204), new_other_client),
+    Case(
+        "client-delete-other", "DELETE", "/clients/{id}", ok(404, USER_ADMINS, sysadmin=204), new_other_client
+    ),
     Case("client-delete-random", "DELETE", "/clients/{id}", ok(404, USER_ADMINS), static("random")),
     # personal tokens: users only, and only their own
     Case("tokens-list", "GET", "/tokens", ok(200, USERS)),
@@ -275,12 +356,25 @@ CASES = [
 ACCOUNT_RESOURCES = ("/me", "/organizations", "/users", "/clients", "/tokens")
 ROUTES = {
     ("GET", "/me"),
-    ("GET", "/organizations"), ("POST", "/organizations"),
-    ("GET", "/organizations/{id}"), ("PATCH", "/organizations/{id}"), ("DELETE", "/organizations/{id}"),
+    ("GET", "/organizations"),
+    ("POST", "/organizations"),
+    ("GET", "/organizations/{id}"),
+    ("PATCH", "/organizations/{id}"),
+    ("DELETE", "/organizations/{id}"),
     ("POST", "/organizations/{id}/credits"),
-    ("GET", "/users"), ("POST", "/users"), ("GET", "/users/{id}"), ("PATCH", "/users/{id}"), ("DELETE", "/users/{id}"),
-    ("GET", "/clients"), ("POST", "/clients"), ("GET", "/clients/{id}"), ("DELETE", "/clients/{id}"),
-    ("GET", "/tokens"), ("POST", "/tokens"), ("GET", "/tokens/{id}"), ("DELETE", "/tokens/{id}"),
+    ("GET", "/users"),
+    ("POST", "/users"),
+    ("GET", "/users/{id}"),
+    ("PATCH", "/users/{id}"),
+    ("DELETE", "/users/{id}"),
+    ("GET", "/clients"),
+    ("POST", "/clients"),
+    ("GET", "/clients/{id}"),
+    ("DELETE", "/clients/{id}"),
+    ("GET", "/tokens"),
+    ("POST", "/tokens"),
+    ("GET", "/tokens/{id}"),
+    ("DELETE", "/tokens/{id}"),
 }
 
 
@@ -291,7 +385,7 @@ def test_matrix_covers_every_route() -> None:
     for route in make_api_router().routes:
         if not route.path.startswith(API):
             continue
-        path = route.path[len(API):]
+        path = route.path[len(API) :]
         if "/" + path.split("/")[1] not in ACCOUNT_RESOURCES:
             continue
         for segment in ("{organization_id:uuid}", "{user_id:uuid}", "{client_id:uuid}", "{token_id:uuid}"):
@@ -342,7 +436,9 @@ async def test_matrix(scene: Scene, case: Case) -> None:
             wrong.append(f"{principal}: expected {expected[principal]}, got {status} {body}")
             continue
         if status >= 400 and case.method != "GET" and target_id is not None:
-            assert await _untouched(scene, case, target_id), f"{principal} changed {target_id} despite {status}"
+            assert await _untouched(scene, case, target_id), (
+                f"{principal} changed {target_id} despite {status}"
+            )
         if status >= 400:
             assert content_type.startswith("application/problem+json"), (principal, content_type)
             assert body["status"] == status and body["detail"], (principal, body)
@@ -404,7 +500,9 @@ async def test_token_list_holds_only_my_personal_tokens(scene: Scene, principal:
     me = scene.user_of[principal]
     tokens = await _list(scene, principal, "/tokens")
     ids = {t["id"] for t in tokens["items"]}
-    mine = await _count(scene, AccessToken, AccessToken.user_id == me.id, AccessToken.kind == TokenKind.PERSONAL)
+    mine = await _count(
+        scene, AccessToken, AccessToken.user_id == me.id, AccessToken.kind == TokenKind.PERSONAL
+    )
     assert tokens["total"] == mine
     for foreign in ("sibling_token", "other_token", "client_token"):
         assert scene.ids[foreign] not in ids
@@ -430,10 +528,14 @@ async def test_me_describes_each_principal(scene: Scene) -> None:
 
 async def test_a_narrow_token_cannot_mint_a_broader_one(scene: Scene) -> None:
     response = await scene.client.post(
-        API + "/tokens", headers=scene.headers["admin_narrow"], json={"name": "wider", "scopes": ["users:admin"]}
+        API + "/tokens",
+        headers=scene.headers["admin_narrow"],
+        json={"name": "wider", "scopes": ["users:admin"]},
     )
     assert response.status_code == 403, response.text
-    response = await scene.client.post(API + "/tokens", headers=scene.headers["admin_narrow"], json={"name": "same"})
+    response = await scene.client.post(
+        API + "/tokens", headers=scene.headers["admin_narrow"], json={"name": "same"}
+    )
     assert response.status_code == 201, response.text
     assert response.json()["scopes"] == ["contacts:read", "messages:send"]
 
@@ -448,11 +550,15 @@ async def test_a_user_cannot_mint_a_token_beyond_their_role(scene: Scene) -> Non
 
 async def test_a_client_cannot_create_a_client_beyond_its_scopes(scene: Scene) -> None:
     response = await scene.client.post(
-        API + "/clients", headers=scene.headers["client_admin"], json={"name": "x", "scopes": ["messages:send"]}
+        API + "/clients",
+        headers=scene.headers["client_admin"],
+        json={"name": "x", "scopes": ["messages:send"]},
     )
     assert response.status_code == 403, response.text
     response = await scene.client.post(
-        API + "/clients", headers=scene.headers["client_admin"], json={"name": "x", "scopes": ["contacts:read"]}
+        API + "/clients",
+        headers=scene.headers["client_admin"],
+        json={"name": "x", "scopes": ["contacts:read"]},
     )
     assert response.status_code == 201, response.text
 
@@ -463,7 +569,9 @@ async def test_org_admins_cannot_make_sysadmins(scene: Scene) -> None:
         response = await scene.client.post(API + "/users", headers=scene.headers[principal], json=body)
         assert response.status_code == 403, (principal, response.text)
         response = await scene.client.patch(
-            API + f"/users/{scene.ids['home_user']}", headers=scene.headers[principal], json={"role": "sysadmin"}
+            API + f"/users/{scene.ids['home_user']}",
+            headers=scene.headers[principal],
+            json={"role": "sysadmin"},
         )
         assert response.status_code == 403, (principal, response.text)
 
@@ -472,7 +580,9 @@ async def test_org_admin_cannot_remove_or_demote_themself(scene: Scene) -> None:
     me = scene.user_of["admin"].id
     response = await scene.client.delete(API + f"/users/{me}", headers=scene.headers["admin"])
     assert response.status_code == 403
-    response = await scene.client.patch(API + f"/users/{me}", headers=scene.headers["admin"], json={"role": "user"})
+    response = await scene.client.patch(
+        API + f"/users/{me}", headers=scene.headers["admin"], json={"role": "user"}
+    )
     assert response.status_code == 403
 
 
@@ -486,12 +596,16 @@ async def test_deactivated_user_and_revoked_token_are_refused(scene: Scene) -> N
 
 async def test_suspension_applies_at_once_and_lifting_it_restores_access(scene: Scene) -> None:
     org = f"/organizations/{scene.home.id}"
-    response = await scene.client.patch(API + org, headers=scene.headers["sysadmin"], json={"suspended": True})
+    response = await scene.client.patch(
+        API + org, headers=scene.headers["sysadmin"], json={"suspended": True}
+    )
     assert response.status_code == 200 and response.json()["suspended"] is True
     for principal in ("admin", "user", "client_admin", "client_plain"):
         response = await scene.client.get(API + "/me", headers=scene.headers[principal])
         assert response.status_code == 403, principal
-    response = await scene.client.patch(API + org, headers=scene.headers["sysadmin"], json={"suspended": False})
+    response = await scene.client.patch(
+        API + org, headers=scene.headers["sysadmin"], json={"suspended": False}
+    )
     assert response.status_code == 200
     for principal in ("admin", "user", "client_admin", "client_plain"):
         assert (await scene.client.get(API + "/me", headers=scene.headers[principal])).status_code == 200
@@ -504,5 +618,7 @@ async def test_deleting_an_organization_removes_its_people_and_credentials(scene
     assert await _count(scene, User, User.organization_id == org.id) == 0
     assert await _count(scene, ApiClient, ApiClient.organization_id == org.id) == 0
     assert await _count(scene, AccessToken, AccessToken.organization_id == org.id) == 0
-    response = await scene.client.get(API + f"/users/{scene.ids['other_user']}", headers=scene.headers["sysadmin"])
+    response = await scene.client.get(
+        API + f"/users/{scene.ids['other_user']}", headers=scene.headers["sysadmin"]
+    )
     assert response.status_code == 404

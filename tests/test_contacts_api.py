@@ -41,6 +41,17 @@ class Scene:
         assert response.status_code == 201, response.text
         return dict(response.json())
 
+    async def chain(self, org: Org) -> str:
+        """A servicechain of ``org`` (made by one of its org admins: users cannot write chains)."""
+        admin = await self.world.user(org.org, Role.ORG_ADMIN)
+        response = await self.client.post(
+            f"{API}/servicechains",
+            json={"name": f"chain {uuid.uuid4().hex[:6]}", "services": ["log"]},
+            headers=bearer(await self.world.token(admin)),
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
     async def category(self, name: str, org: Org | None = None) -> dict[str, Any]:
         response = await self.post("/categories", {"name": name}, org)
         assert response.status_code == 201, response.text
@@ -91,7 +102,7 @@ async def test_contact_crud_and_fields(scene: Scene) -> None:
     got = await scene.client.get(url, headers=scene.home.headers)
     assert got.status_code == 200 and got.json() == created
 
-    chain = str(uuid.uuid4())
+    chain = await scene.chain(scene.home)
     patched = await scene.client.patch(
         url,
         json={"surname": "King", "email": None, "category_ids": [], "servicechain_id": chain},
@@ -252,6 +263,21 @@ async def test_category_ids_must_belong_to_the_organization(scene: Scene) -> Non
     assert response.status_code == 422
     # another organization's id answers exactly like a random one
     assert theirs["id"] in response.json()["detail"]
+
+
+async def test_servicechain_must_belong_to_the_organization(scene: Scene) -> None:
+    theirs = await scene.chain(scene.other)
+    for bad in (theirs, str(uuid.uuid4())):
+        response = await scene.post("/contacts", {"first_name": "Ada", "servicechain_id": bad})
+        assert response.status_code == 422, response.text
+        assert "servicechain_id" in field_errors(response)
+    mine = await scene.chain(scene.home)
+    contact = await scene.contact(servicechain_id=mine)
+    assert contact["servicechain_id"] == mine
+    cleared = await scene.client.patch(
+        f"{API}/contacts/{contact['id']}", json={"servicechain_id": None}, headers=scene.home.headers
+    )
+    assert cleared.status_code == 200 and cleared.json()["servicechain_id"] is None
 
 
 # ---------------------------------------------------------------- search

@@ -85,9 +85,12 @@ async def test_valid_client_gets_a_working_bearer_token(
             select(AccessToken).where(AccessToken.token_hash == hash_secret(body["access_token"]))
         )
         assert row is not None and row.kind == TokenKind.OAUTH and row.organization_id == org.id
+        assert row.expires_at is not None
         expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=UTC)
         ttl = timedelta(seconds=settings.security.access_token_ttl_seconds)
-        assert before + ttl - timedelta(seconds=5) <= expires <= datetime.now(UTC) + ttl + timedelta(seconds=5)
+        assert (
+            before + ttl - timedelta(seconds=5) <= expires <= datetime.now(UTC) + ttl + timedelta(seconds=5)
+        )
 
 
 async def test_each_request_issues_a_distinct_token(client: AsyncTestClient[Any], world: World) -> None:
@@ -105,7 +108,10 @@ async def test_narrower_scope_is_honoured(client: AsyncTestClient[Any], world: W
     response = await token_request(client, client_id, secret, how=how, scope="messages:send contacts:read")
     assert response.status_code == 200, response.text
     assert sorted(response.json()["scope"].split(" ")) == ["contacts:read", "messages:send"]
-    assert (await me(client, response.json()["access_token"])).json()["scopes"] == ["contacts:read", "messages:send"]
+    assert (await me(client, response.json()["access_token"])).json()["scopes"] == [
+        "contacts:read",
+        "messages:send",
+    ]
 
 
 async def test_scope_the_client_does_not_hold_is_dropped(client: AsyncTestClient[Any], world: World) -> None:
@@ -123,7 +129,9 @@ async def test_only_scopes_the_client_does_not_hold_is_invalid_scope(
     client: AsyncTestClient[Any], world: World
 ) -> None:
     client_id, secret = await world.api_client(await world.org(), SCOPES)
-    assert_oauth_error(await token_request(client, client_id, secret, scope="users:admin"), 400, "invalid_scope")
+    assert_oauth_error(
+        await token_request(client, client_id, secret, scope="users:admin"), 400, "invalid_scope"
+    )
 
 
 async def test_unknown_scope_is_invalid_scope(client: AsyncTestClient[Any], world: World) -> None:
@@ -158,12 +166,16 @@ async def test_no_client_authentication_is_invalid_client(client: AsyncTestClien
     response = await client.post("/oauth/token", data={"grant_type": "client_credentials"})
     assert_oauth_error(response, 401, "invalid_client")
     response = await client.post(
-        "/oauth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": "Basic !!!notbase64"}
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": "Basic !!!notbase64"},
     )
     assert_oauth_error(response, 401, "invalid_client")
     only_id = base64.b64encode(b"vcl_abc").decode()
     response = await client.post(
-        "/oauth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {only_id}"}
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": f"Basic {only_id}"},
     )
     assert_oauth_error(response, 401, "invalid_client")
 
@@ -288,7 +300,9 @@ async def test_revoked_personal_token_is_refused(client: AsyncTestClient[Any], w
     assert shown.json()["revoked"] is True
 
 
-async def test_a_token_revoking_itself_ends_its_own_access(client: AsyncTestClient[Any], world: World) -> None:
+async def test_a_token_revoking_itself_ends_its_own_access(
+    client: AsyncTestClient[Any], world: World
+) -> None:
     user = await world.user(await world.org(), Role.USER)
     raw = await world.token(user)
     listing = await client.get("/api/v1/tokens", headers=bearer(raw))

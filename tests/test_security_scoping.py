@@ -25,7 +25,9 @@ async def _exists(sessions: async_sessionmaker[AsyncSession], user_id: UUID) -> 
         return bool(await session.scalar(select(func.count()).select_from(User).where(User.id == user_id)))
 
 
-async def test_reads_see_only_the_organization(world: World, sessions: async_sessionmaker[AsyncSession]) -> None:
+async def test_reads_see_only_the_organization(
+    world: World, sessions: async_sessionmaker[AsyncSession]
+) -> None:
     mine, _, me, stranger = await _users(world)
     async with sessions() as session:
         service = UserService(session=session, organization_id=mine.id)
@@ -46,7 +48,7 @@ async def test_reads_see_only_the_organization(world: World, sessions: async_ses
 async def test_writes_cannot_reach_another_organization(
     world: World, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    mine, theirs, me, stranger = await _users(world)
+    mine, _theirs, me, stranger = await _users(world)
     async with sessions() as session:
         service = UserService(session=session, organization_id=mine.id)
         with pytest.raises(NotFoundError):

@@ -166,7 +166,9 @@ async def test_login_by_email_is_case_insensitive_and_inactive_users_fail(
     async with sessions() as session:
         stored = await session.scalar(text("SELECT email FROM user_account WHERE email LIKE 'mixed%'"))
         assert stored == "mixed.case@example.com"
-        assert await AccountService(session=session).authenticate("MIXED.case@example.COM", PASSWORD) is not None
+        assert (
+            await AccountService(session=session).authenticate("MIXED.case@example.COM", PASSWORD) is not None
+        )
         await session.execute(update(User).where(User.id == user.id).values(is_active=False))
         await session.commit()
     async with sessions() as session:

@@ -61,6 +61,9 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
         return exc.status_code, detail, _validation_errors(exc.extra), dict(exc.headers or {})
     if isinstance(exc, HTTPException):
         return exc.status_code, exc.detail, None, dict(exc.headers or {})
+    if isinstance(exc, RecursionError) and "deserializ" in str(exc):
+        # msgspec gives up on a body nested deeper than it recurses: bad input, not a server fault
+        return 400, "The request body is nested too deeply.", None, {}
     if isinstance(exc, ValidationProblem):
         errors = [{"field": exc.field, "message": exc.detail, "source": "body"}] if exc.field else None
         many = getattr(exc, "errors", None)  # several fields at once, e.g. app.contacts.services.FieldErrors

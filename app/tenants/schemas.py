@@ -14,7 +14,13 @@ PlanName = Literal["PAY_IN_ADVANCE", "PAYG"]
 # No control characters (PostgreSQL refuses NUL in text), at least one visible character. ``(?!\n)$`` because
 # Python's ``$`` also matches before a trailing newline (``\Z`` would do, but is not valid in JSON Schema).
 Name = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^(?=.*\S)[^\x00-\x1f\x7f]+(?!\n)$", description="A name.")
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        pattern=r"^(?=.*\S)[^\x00-\x1f\x7f]+(?!\n)$",
+        description="Visible text, no control characters.",
+    ),
 ]
 Email = Annotated[
     str,

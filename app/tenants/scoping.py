@@ -92,6 +92,7 @@ class OrgScopedService(SQLAlchemyAsyncRepositoryService[ModelT], Generic[ModelT]
     """A service over an :class:`OrgScopedRepository`; construct it with the caller's organization."""
 
     repository_type: type[OrgScopedRepository[ModelT]]
+    count_with_window_function = False  # the service's setting overrides the repository's
 
     def __init__(self, session: AsyncSession, organization_id: UUID, **kwargs: Any) -> None:
         self.organization_id = organization_id

@@ -70,6 +70,7 @@ class OrganizationRepository(SQLAlchemyAsyncRepository[Organization]):
 
 class OrganizationService(SQLAlchemyAsyncRepositoryService[Organization]):
     repository_type = OrganizationRepository
+    count_with_window_function = False  # a true total on pages past the end
     match_fields = ["name"]
 
     async def to_model_on_create(self, data: Any) -> Any:
@@ -167,6 +168,7 @@ class AccountService(_UserRules, SQLAlchemyAsyncRepositoryService[User]):
     """Instance-wide view of accounts: login, sessions, sysadmin tools. Not for tenant listings."""
 
     repository_type = AccountRepository
+    count_with_window_function = False  # a true total on pages past the end
 
     async def get_by_email(self, email: str) -> User | None:
         return await self.get_one_or_none(User.email == email.strip().lower())
@@ -259,6 +261,7 @@ class InstanceApiClientService(SQLAlchemyAsyncRepositoryService[ApiClient]):
     """Every organization's API clients: the sysadmin's listing only, never a tenant's."""
 
     repository_type = InstanceApiClientRepository
+    count_with_window_function = False  # a true total on pages past the end
 
 
 class TokenRepository(SQLAlchemyAsyncRepository[AccessToken]):
@@ -270,6 +273,7 @@ class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):
     """Bearer tokens. Personal tokens are always listed through :meth:`for_user` (owner-scoped)."""
 
     repository_type = TokenRepository
+    count_with_window_function = False  # a true total on pages past the end
 
     async def create_personal(
         self,

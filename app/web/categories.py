@@ -17,7 +17,17 @@ from app.contacts.services import CategoryService, ContactService
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
 from app.tenants.services import Conflict, ValidationProblem
-from app.web.common import FormErrors, Page, limit_offset, page, provide_page_number, read_form, see_other, text, wants_fragment
+from app.web.common import (
+    FormErrors,
+    Page,
+    limit_offset,
+    page,
+    provide_page_number,
+    read_form,
+    see_other,
+    text,
+    wants_fragment,
+)
 from app.web.scoped import BY_NAME, field_errors, org_id
 
 LIST_URL = "/categories"

@@ -28,7 +28,17 @@ from app.plugins.services import ServiceCatalog
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
 from app.tenants.services import Conflict, ValidationProblem
-from app.web.common import FormErrors, Page, limit_offset, page, provide_page_number, read_form, see_other, text, wants_fragment
+from app.web.common import (
+    FormErrors,
+    Page,
+    limit_offset,
+    page,
+    provide_page_number,
+    read_form,
+    see_other,
+    text,
+    wants_fragment,
+)
 from app.web.scoped import BY_NAME, field_errors, flash_fragment, form_values, org_id
 from app.web.services import provide_catalog, provide_credentials, provide_registry
 
@@ -112,9 +122,7 @@ class ChainPages(Controller):
         return page("chains/list.html", context)
 
     @get("/{chain_id:uuid}", name="servicechain")
-    async def chain_detail(
-        self, chain_id: UUID, chains: ServicechainService, catalog: ServiceCatalog
-    ) -> Response[Any]:
+    async def chain_detail(self, chain_id: UUID, chains: ServicechainService, catalog: ServiceCatalog) -> Response[Any]:
         chain = await chains.get(chain_id)
         contacts = ContactService(session=chains.repository.session, organization_id=chains.organization_id)
         users = await contacts.count(Contact.servicechain_id == chain.id)

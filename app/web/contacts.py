@@ -29,7 +29,16 @@ from app.tenants.auth import session_maker
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
 from app.tenants.services import ValidationProblem
-from app.web.common import FormErrors, limit_offset, page, provide_page_number, read_form, see_other, text, wants_fragment
+from app.web.common import (
+    FormErrors,
+    limit_offset,
+    page,
+    provide_page_number,
+    read_form,
+    see_other,
+    text,
+    wants_fragment,
+)
 from app.web.scoped import (
     BY_NAME,
     OLDEST,

@@ -24,7 +24,17 @@ from app.messaging.templating import MAX_CONTENT
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
 from app.tenants.services import Conflict, ValidationProblem
-from app.web.common import NEWEST, FormErrors, limit_offset, page, provide_page_number, read_form, see_other, text, wants_fragment
+from app.web.common import (
+    NEWEST,
+    FormErrors,
+    limit_offset,
+    page,
+    provide_page_number,
+    read_form,
+    see_other,
+    text,
+    wants_fragment,
+)
 from app.web.scoped import BY_NAME, IN_FLIGHT_STATES, STATE_LABELS, FilteredPage, field_errors, org_id, parse_uuid
 
 LIST_URL = "/messages"
@@ -74,10 +84,10 @@ class MessagePages(Controller):
         request: HTMXRequest,
         messages: MessageService,
         page_number: int,
-        state: str | None = Parameter(query="state", default=None, required=False, max_length=40),
+        state_filter: str | None = Parameter(query="state", default=None, required=False, max_length=40),
         direction: str | None = Parameter(query="direction", default=None, required=False, max_length=20),
     ) -> Response[Any]:
-        state = state if state in STATE_LABELS else ""
+        state = state_filter if state_filter in STATE_LABELS else ""
         direction = direction if direction in DIRECTIONS else ""
         filters: list[Any] = []
         if state:
@@ -226,8 +236,10 @@ class MessagePages(Controller):
         if not errors and contact is not None:
             data = schemas.MessageCreate(contact_id=contact.id, content=content, servicechain_id=chain_id)
             try:
-                message, replayed = await messages.accept(data, form["idempotency_key"], request_hash(data))
+                key, coordinator = form["idempotency_key"], request.app.state.coordinator
+                message, replayed = await messages.submit(data, coordinator, key, request_hash(data))
             except ValidationProblem as exc:
+                await db_session.rollback()
                 field_errors(exc, errors, "content")
             except InsufficientCredits as exc:
                 await db_session.rollback()
@@ -241,18 +253,17 @@ class MessagePages(Controller):
                 status = 409
             else:
                 if not replayed:
-                    await request.app.state.coordinator.dispatch(messages.session, message.id)
                     flash(request, f"Message to {contact.display_name} accepted.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{message.id}")
+        if contact is not None:  # a rollback above expired it: load it again
+            contact = await _contacts(messages).get_one_or_none(id=contact_id)
         preview = await self._render(messages, contact.id if contact else None, content)
         return await self._compose(messages, form, errors, contact=contact, preview=preview, status=status)
 
     # ------------------------------------------------------------ one message
 
     @get("/{message_id:uuid}", name="message", guards=[READ])
-    async def message_detail(
-        self, request: HTMXRequest, message_id: UUID, messages: MessageService
-    ) -> Response[Any]:
+    async def message_detail(self, request: HTMXRequest, message_id: UUID, messages: MessageService) -> Response[Any]:
         message = await messages.get(message_id)
         attempts = await messages.attempts_of(message.id)
         context: dict[str, Any] = {

@@ -11,9 +11,14 @@ from litestar.plugins.htmx import HTMXRequest
 from app.web.account import PasswordController, SessionController
 from app.web.admin import OrganizationPages
 from app.web.auth import WebSessionAuthMiddleware
+from app.web.categories import CategoryPages
+from app.web.chains import ChainPages
 from app.web.clients import ClientPages
 from app.web.common import add_vary, provide_web_principal
+from app.web.contacts import ContactPages
 from app.web.errors import web_exception_handler
+from app.web.messages import MessagePages
+from app.web.services import ServicePages
 from app.web.tokens import TokenPages
 from app.web.users import UserPages
 
@@ -24,6 +29,11 @@ WEB_CONTROLLERS: list[type] = [
     UserPages,
     ClientPages,
     TokenPages,
+    ContactPages,
+    CategoryPages,
+    ServicePages,
+    ChainPages,
+    MessagePages,
 ]
 
 
