@@ -58,6 +58,7 @@ async def test_smtp_first_sends_the_rendered_mail(
     assert len(inbox.messages) == 1
     mail = inbox.messages[0]
     assert mail["To"] == "steve@example.com"
+    assert mail["Subject"].startswith("Message from Org ")
     assert mail.get_content().strip() == "Hi Steve Jones, your order shipped."
 
 

@@ -22,6 +22,7 @@ from app.messaging.coordinator import Coordinator, send_job_key, utcnow
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
 from app.plugins.services import CredentialService
+from app.tenants.models import Organization
 from app.worker.queues import EVENTS_QUEUE, SEND_QUEUE
 
 log = get_logger(__name__)
@@ -63,15 +64,19 @@ async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any]
                 settings=ctx["settings"],
                 registry=ctx["registry"],
             ).get_decrypted(attempt.service)
-        except Exception as exc:
+        except PluginError as exc:  # undecryptable, or no longer valid for the plugin
+            return {"outcome": "failed", "reason": f"credentials unreadable: {exc}"}
+        except Exception as exc:  # unreadable credentials are this attempt's failure, never the worker's
             return {"outcome": "failed", "reason": f"credentials unreadable: {type(exc).__name__}"}
         info = plugin.info
         address = getattr(contact, info.address_field) if info.address_field else None
+        org = await session.get(Organization, message.organization_id)
         outgoing = OutgoingMessage(
             id=message.id,
             organization_id=message.organization_id,
             content=message.content,
             contact=_contact_info(contact),
+            subject=f"Message from {org.name}" if org else "Message",
         )
     timeout = ctx["settings"].worker.send_timeout
     try:
