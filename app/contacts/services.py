@@ -26,7 +26,7 @@ from uuid import UUID
 
 from advanced_alchemy.filters import OrderBy, StatementFilter
 from advanced_alchemy.service import is_dict
-from sqlalchemy import ColumnElement, and_, delete, func, or_
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.fields import (
@@ -157,6 +157,23 @@ class CategoryService(OrgScopedService[Category]):
 
 
 # ---------------------------------------------------------------- contacts
+
+
+async def count_contacts_per_category(
+    categories: CategoryService, category_ids: Iterable[UUID]
+) -> dict[UUID, int]:
+    """How many contacts each of these categories of the organization holds, in one query."""
+    ids = list(category_ids)
+    if not ids:
+        return {}
+    rows = await categories.repository.session.execute(
+        select(contact_category.c.category_id, func.count())
+        .join(Category, Category.id == contact_category.c.category_id)
+        .where(Category.organization_id == categories.organization_id, contact_category.c.category_id.in_(ids))
+        .group_by(contact_category.c.category_id)
+    )
+    counts = {category_id: int(n) for category_id, n in rows.all()}
+    return {i: counts.get(i, 0) for i in ids}
 
 
 class ContactRepository(OrgScopedRepository[Contact]):
