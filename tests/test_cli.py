@@ -72,6 +72,8 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 time.sleep(0.3)
         assert ready is not None and ready.status_code == 200, ready and ready.text
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+        login_page = httpx.get(f"{base}/login", timeout=5)
+        assert login_page.status_code == 200 and 'name="password"' in login_page.text
         # the printed login is a real sysadmin: a token made for it works on the API
         token = run(["tokens", "create", "--email", login.group(1)], env).stdout.strip()
         me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
