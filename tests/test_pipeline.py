@@ -176,3 +176,22 @@ async def test_blacklisted_plugin_is_skipped(
             assert first["error"].startswith("blacklisted") and "upstream configuration missing" in first["error"]
     finally:
         stop_process(worker)
+
+
+@pytest.mark.usefixtures("worker")
+async def test_scheduled_message_is_sent_when_due(client: AsyncTestClient[Any], world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    t = await tenant(world)
+    chain = await setup_chain(client, t, ["log"])
+    contact = await new_contact(client, t)
+    send_at = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    r = await client.post(
+        "/api/v1/messages",
+        json={"contact_id": contact, "servicechain_id": chain, "content": "later", "send_at": send_at},
+        headers=t.user,
+    )
+    assert r.status_code == 201 and r.json()["state"] == "MSG_PENDING", r.text
+    final = await wait_final(client, t, r.json()["id"])
+    assert final["state"] == "MSG_SENT"
+    assert datetime.fromisoformat(final["sent_at"]) >= datetime.fromisoformat(send_at)

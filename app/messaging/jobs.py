@@ -15,6 +15,7 @@ from uuid import UUID
 
 from saq import Status
 from sqlalchemy import or_, select
+from sqlalchemy.orm import noload
 
 from app.contacts.models import Contact
 from app.logging import get_logger
@@ -51,7 +52,9 @@ async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any]
         if attempt is None or attempt.outcome != AttemptOutcome.PENDING:
             return None
         message = await session.get(Message, attempt.message_id)
-        contact = await session.get(Contact, message.contact_id) if message else None
+        contact = (
+            await session.get(Contact, message.contact_id, options=[noload(Contact.categories)]) if message else None
+        )
         if message is None or contact is None:
             return {"outcome": "failed", "reason": "message or contact no longer exists"}
         plugin = ctx["registry"].get(attempt.service)
