@@ -27,6 +27,14 @@ CSV = (
 )
 
 
+
+def settled(page: Page) -> None:
+    """Wait until htmx has finished swapping and settling, so new content has its triggers bound."""
+    page.wait_for_function(
+        "() => document.readyState === 'complete' && "
+        "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+    )
+
 def signed_in(page: Page, email: str, password: str, name: str) -> None:
     sign_in(page, email, password)
     expect(page.get_by_role("heading", name=f"Hello, {name}")).to_be_visible()
@@ -179,6 +187,8 @@ def test_messaging_scenario(page: Page, server: Server, artifacts: Path, browser
     expect(page.locator("#conversation")).to_contain_text("Hello Grace, the compiler works.")
     expect(page.locator("#conversation [data-state='MSG_SENT']")).to_be_visible()
     page.get_by_role("link", name="Messages", exact=True).first.click()
+    expect(page).to_have_url(re.compile(r"/messages$"))
+    settled(page)  # htmx has bound the filter's change trigger
     page.locator("#f-state").select_option("MSG_SENT")
     expect(page).to_have_url(re.compile(r"/messages\?state=MSG_SENT"))
     expect(page.locator("#message-list tbody tr")).to_have_count(1)
