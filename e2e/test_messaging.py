@@ -35,6 +35,7 @@ def settled(page: Page) -> None:
         "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
     )
 
+
 def signed_in(page: Page, email: str, password: str, name: str) -> None:
     sign_in(page, email, password)
     expect(page.get_by_role("heading", name=f"Hello, {name}")).to_be_visible()
