@@ -9,7 +9,7 @@ import email
 import email.policy
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -175,6 +175,3 @@ async def wait_all_final(
 ) -> list[dict[str, Any]]:
     return [await wait_final(client, t, i, timeout) for i in ids]
 
-
-async def collect(it: AsyncIterator[Any]) -> list[Any]:
-    return [x async for x in it]

@@ -3,7 +3,6 @@ templates, the state machine, tenancy. (Sending itself is in test_pipeline.py.)"
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Any
 
@@ -306,4 +305,3 @@ async def test_scheduled_message_waits_until_due(
     )
     assert r.status_code == 201 and r.json()["state"] == "MSG_PENDING" and r.json()["attempts"] == []
     assert await queued(settings) == 0
-    _ = dataclasses

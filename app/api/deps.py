@@ -18,6 +18,7 @@ from app.tenants.services import (
     OrganizationService,
     TokenService,
     UserService,
+    ValidationProblem,
 )
 
 
@@ -44,23 +45,21 @@ def provide_tokens(db_session: AsyncSession) -> TokenService:
     return TokenService(session=db_session)
 
 
-def org_users(db_session: AsyncSession, principal: Principal, organization_id: UUID | None = None) -> UserService:
-    """Users of the caller's organization; a sysadmin names the organization instead."""
+def acting_organization(principal: Principal, organization_id: UUID | None = None) -> UUID:
+    """The organization a request acts on: the caller's own; a sysadmin (who has none) names one."""
     org = organization_id if principal.is_sysadmin and organization_id else principal.organization_id
     if org is None:
-        from app.tenants.services import ValidationProblem
-
         raise ValidationProblem("organization_id is required for a sysadmin.", "organization_id")
-    return UserService(session=db_session, organization_id=org)
+    return org
+
+
+def org_users(db_session: AsyncSession, principal: Principal, organization_id: UUID | None = None) -> UserService:
+    """Users of the caller's organization; a sysadmin names the organization instead."""
+    return UserService(session=db_session, organization_id=acting_organization(principal, organization_id))
 
 
 def org_clients(
     db_session: AsyncSession, principal: Principal, organization_id: UUID | None = None
 ) -> ApiClientService:
     """API clients of the caller's organization; a sysadmin names the organization instead."""
-    org = organization_id if principal.is_sysadmin and organization_id else principal.organization_id
-    if org is None:
-        from app.tenants.services import ValidationProblem
-
-        raise ValidationProblem("organization_id is required for a sysadmin.", "organization_id")
-    return ApiClientService(session=db_session, organization_id=org)
+    return ApiClientService(session=db_session, organization_id=acting_organization(principal, organization_id))

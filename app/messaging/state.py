@@ -28,7 +28,6 @@ FORWARD: tuple[MessageState, ...] = (
     S.REPLIED,
 )
 RANK = {state: i for i, state in enumerate(FORWARD)}
-FINAL = frozenset({S.FAILED, S.REPLIED, S.RECEIVED})
 #: states in which the chain is still being worked through
 IN_FLIGHT = frozenset({S.PENDING, S.SENDING})
 
