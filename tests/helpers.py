@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from app.embedded_redis import free_port
+
 if TYPE_CHECKING:
     from app.config import Settings
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "start_worker", "stop_process", "wait_for", "worker_env"]
 
 
 async def wait_for(condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.1) -> None:
@@ -30,7 +27,7 @@ async def wait_for(condition: Callable[[], object], timeout: float = 20.0, inter
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a worker process that shares the test's database, Redis and queues."""
+    """The environment of a worker process that shares the test's database, Redis server and queues."""
     import os
 
     return {

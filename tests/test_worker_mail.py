@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email
-import os
 import re
 import signal
 import subprocess
@@ -18,13 +17,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.config import RedisSettings, Settings
+from app.config import Settings
 from app.tenants.flows import request_password_reset
 from app.tenants.models import Role
 from app.tenants.services import AccountService, PasswordResetService
 from app.worker.queues import make_queue
-from tests.conftest import REDIS_URL, World
-from tests.helpers import free_port, wait_for
+from tests.conftest import World
+from tests.helpers import free_port, wait_for, worker_env
 
 
 class Inbox:
@@ -49,23 +48,18 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
 @pytest.fixture
 def queue_settings(settings: Settings) -> Settings:
     prefix = f"test-{uuid.uuid4().hex[:8]}"
-    return dataclasses.replace(settings, redis=RedisSettings(url=REDIS_URL, embedded=False, queue_prefix=prefix))
+    return dataclasses.replace(settings, redis=dataclasses.replace(settings.redis, queue_prefix=prefix))
 
 
 def start_worker(settings: Settings, smtp_port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "VOLUBLE_DATABASE_URL": settings.database.url,
-        "VOLUBLE_REDIS_URL": settings.redis.url,
-        "VOLUBLE_QUEUE_PREFIX": settings.redis.queue_prefix,
-        "VOLUBLE_VAR_DIR": str(settings.var_dir),
-        "VOLUBLE_SECRET_KEY": settings.security.secret_key,
-        "VOLUBLE_PUBLIC_URL": "https://voluble.example.com",
-        "VOLUBLE_MAIL_BACKEND": "smtp",
-        "VOLUBLE_SMTP_HOST": "127.0.0.1",
-        "VOLUBLE_SMTP_PORT": str(smtp_port),
-        "VOLUBLE_MAIL_FROM": "no-reply@voluble.example.com",
-    }
+    env = worker_env(
+        settings,
+        VOLUBLE_PUBLIC_URL="https://voluble.example.com",
+        VOLUBLE_MAIL_BACKEND="smtp",
+        VOLUBLE_SMTP_HOST="127.0.0.1",
+        VOLUBLE_SMTP_PORT=str(smtp_port),
+        VOLUBLE_MAIL_FROM="no-reply@voluble.example.com",
+    )
     return subprocess.Popen([sys.executable, "-m", "app", "workers", "run"], env=env)
 
 
