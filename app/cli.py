@@ -243,7 +243,9 @@ def up(n_workers: int) -> None:
             gone = next((p for p in (*web, *workers) if p.process.poll() is not None), None)
             if gone is not None:
                 failed = f"the {gone.name} exited by itself (code {gone.process.returncode})"
-    except (KeyboardInterrupt, _Stop):
+    except KeyboardInterrupt:
+        click.echo("", err=True)  # after the terminal's ^C
+    except _Stop:
         pass
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
