@@ -174,4 +174,3 @@ async def wait_all_final(
     client: AsyncTestClient[Any], t: Tenant, ids: list[str], timeout: float = 90
 ) -> list[dict[str, Any]]:
     return [await wait_final(client, t, i, timeout) for i in ids]
-
