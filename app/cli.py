@@ -211,7 +211,8 @@ def up(n_workers: int) -> None:
     from app.logging import configure_logging
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_stop)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
+            signal.signal(signum, _raise_stop)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     redis: EmbeddedRedis | None = None
