@@ -148,10 +148,14 @@ async def test_sysadmin_without_organization_gets_422(client: Client, world: Wor
 
 async def test_openapi_documents_the_endpoint(client: Client) -> None:
     doc = json.loads((await client.get("/schema/openapi.json")).content)
-    assert {"get", "patch"} <= set(doc["paths"][API])
-    assert "default_servicechain_id" in json.dumps(doc["paths"][API]["patch"]) or "default_servicechain_id" in (
-        json.dumps(doc["components"]["schemas"])
+    item = doc["paths"][API]
+    assert {"get", "patch"} <= set(item)
+    assert item["patch"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/OwnOrganizationUpdate"
     )
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["OwnOrganizationUpdate"]["properties"]) == {"default_servicechain_id"}
+    assert "default_servicechain_id" in schemas["Organization"]["properties"]
 
 
 # ---------------------------------------------------------------- chain resolution and deletion
@@ -337,6 +341,27 @@ async def test_deleting_the_default_chain_from_its_page_says_why_not(client: Cli
     shown = await client.get(r.headers["location"])
     assert "“Main” was not deleted." in shown.text and "default servicechain" in shown.text
     assert (await client.get(f"/api/v1/servicechains/{chain}", headers=t.admin)).status_code == 200
+
+
+async def test_the_compose_page_names_and_uses_the_organization_default(
+    client: Client, world: World, sessions: Any
+) -> None:
+    t = await tenant(world)
+    chain = await setup_chain(client, t, ["log"], name="House chain")
+    contact = await new_contact(client, t)
+    await _member(client, world, t, Role.USER)
+    form = {"contact_id": contact, "servicechain_id": "", "content": "Hello", "idempotency_key": uuid.uuid4().hex}
+    # no default anywhere: the readable reason, next to the chain select
+    r = await post_form(client, "/messages", form, page="/messages/new")
+    assert r.status_code == 422 and "under Settings" in r.text
+    assert (await set_default(client, t, chain)).status_code == 200
+    compose = await client.get(f"/messages/new?contact_id={contact}")
+    assert "The contact&#39;s default chain, else the organization&#39;s (House chain)" in compose.text
+    r = await post_form(client, "/messages", {**form, "idempotency_key": uuid.uuid4().hex}, page="/messages/new")
+    assert r.status_code == 303, r.text
+    async with sessions() as session:
+        used = await session.scalar(select(Message.servicechain_id).where(Message.contact_id == uuid.UUID(contact)))
+    assert str(used) == chain
 
 
 async def test_sysadmin_has_no_settings_page(client: Client, world: World) -> None:

@@ -32,9 +32,9 @@ from app.tenants.scoping import OrgScopedRepository, OrgScopedService
 from app.tenants.services import Conflict, ValidationProblem
 
 NO_CHAIN = (
-    "No servicechain given, and neither the contact nor the organization has a default one. Give "
-    "servicechain_id, or have an org admin choose the organization's default servicechain in Settings "
-    "(/settings, or PATCH /api/v1/organization)."
+    "No servicechain given, and neither the contact nor the organization has a default one. Name a chain "
+    "for the message (servicechain_id), or have an org admin choose the organization's default servicechain "
+    "under Settings (/settings, or PATCH /api/v1/organization)."
 )
 
 
