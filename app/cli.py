@@ -46,7 +46,7 @@ async def _create_sysadmin(settings: Settings, email: str, password: str, name: 
 
 
 async def _create_demo_organization(settings: Settings, admin_email: str, password: str) -> None:
-    """The embedded run's demo: an organization, its admin, and a default chain on the ``log`` service."""
+    """The embedded run's demo: an organization, its admin, and its default chain on the ``log`` service."""
     from app.messaging.services import ServicechainService
     from app.plugins.registry import check_and_record, load_registry
     from app.tenants.models import Organization, Role
@@ -62,9 +62,10 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
             await UserService(session=session, organization_id=org.id).create(
                 {"email": admin_email, "name": "Demo Admin", "password": password, "role": Role.ORG_ADMIN}
             )
-            await ServicechainService(session=session, organization_id=org.id).create_chain(
+            chain = await ServicechainService(session=session, organization_id=org.id).create_chain(
                 {"name": "Default (log)", "services": ["log"], "description": "Writes to var/outbox.jsonl"}
             )
+            org.default_servicechain_id = chain.id  # a first message needs no chain named
             await session.commit()
     finally:
         await engine.dispose()

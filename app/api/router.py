@@ -17,10 +17,12 @@ from app.api.contacts import CategoryController, ContactController
 from app.api.deps import provide_limit_offset, provide_principal
 from app.api.errors import api_exception_handler
 from app.api.messaging import ConversationController, MessageController, ServicechainController
+from app.api.organization import OwnOrganizationController
 from app.api.services import ServiceController
 from app.tenants.auth import BearerAuthMiddleware
 
-API_CONTROLLERS = [MeController, OrganizationController, UserController, ApiClientController, TokenController]
+API_CONTROLLERS = [MeController, OrganizationController, OwnOrganizationController]
+API_CONTROLLERS += [UserController, ApiClientController, TokenController]
 API_CONTROLLERS += [ContactController, CategoryController]
 API_CONTROLLERS += [ServicechainController, MessageController, ConversationController]
 API_CONTROLLERS += [ServiceController]

@@ -27,8 +27,15 @@ from app.messaging.models import (
     Servicechain,
 )
 from app.plugins.registry import service_statuses
+from app.tenants.models import Organization
 from app.tenants.scoping import OrgScopedRepository, OrgScopedService
 from app.tenants.services import Conflict, ValidationProblem
+
+NO_CHAIN = (
+    "No servicechain given, and neither the contact nor the organization has a default one. Name a chain "
+    "for the message (servicechain_id), or have an org admin choose the organization's default servicechain "
+    "under Settings (/settings, or PATCH /api/v1/organization)."
+)
 
 
 class ServicechainRepository(OrgScopedRepository[Servicechain]):
@@ -62,9 +69,26 @@ class ServicechainService(OrgScopedService[Servicechain]):
         await self.get(chain_id)
         return await self.update(await self._check(changes, exclude=chain_id), item_id=chain_id)
 
+    async def organization_default(self) -> UUID | None:
+        return await self.repository.session.scalar(
+            select(Organization.default_servicechain_id).where(Organization.id == self.organization_id)
+        )
+
+    async def resolve(self, requested: UUID | None, contact: Contact) -> Servicechain:
+        """The chain of an outgoing message: the one asked for, else the contact's default, else the
+        organization's. Messages and blasts decide it here, and only here."""
+        chain_id = requested or contact.servicechain_id or await self.organization_default()
+        if chain_id is None:
+            raise ValidationProblem(NO_CHAIN, "servicechain_id")
+        return await self.get(chain_id)
+
     async def remove(self, chain_id: UUID) -> None:
         chain = await self.get(chain_id)
         session = self.repository.session
+        if await self.organization_default() == chain.id:
+            raise Conflict(
+                "It is the organization's default servicechain; choose another default (or none) in Settings first."
+            )
         in_use_by_contacts = await session.scalar(
             select(
                 exists().where(Contact.servicechain_id == chain.id, Contact.organization_id == chain.organization_id)
@@ -144,13 +168,8 @@ class MessageService(OrgScopedService[Message]):
             if existing is not None:
                 return existing, None
         contact, content = await self.render_for(data.contact_id, data.content)
-        chain_id = data.servicechain_id or contact.servicechain_id
-        if chain_id is None:
-            raise ValidationProblem(
-                "No servicechain given and the contact has no default servicechain.", "servicechain_id"
-            )
         chains = ServicechainService(session=self.session, organization_id=self.organization_id)
-        chain = await chains.get(chain_id)
+        chain = await chains.resolve(data.servicechain_id, contact)
         if data.reply_to is not None:
             await self.get(data.reply_to)
         send_at = data.send_at

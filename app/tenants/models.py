@@ -35,6 +35,11 @@ class Organization(Base):
     #: credits held by accepted messages that are not sent or failed yet
     credits_reserved: Mapped[int] = mapped_column(Integer, default=0)
     suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the chain a message uses when neither the request nor the contact names one. ``servicechain`` rows
+    #: reference ``organization`` too: ``use_alter`` breaks the cycle for CREATE/DROP ordering.
+    default_servicechain_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("servicechain.id", ondelete="SET NULL", use_alter=True), default=None
+    )
 
 
 class User(Base):

@@ -48,6 +48,14 @@ class Organization(msgspec.Struct):
     suspended: bool
     created_at: datetime
     updated_at: datetime
+    #: the chain a message uses when neither the request nor the contact names one
+    default_servicechain_id: UUID | None
+
+
+class OwnOrganizationUpdate(Struct):
+    """``PATCH /organization``: what an org admin may change of their own organization."""
+
+    default_servicechain_id: UUID | UnsetType | None = UNSET
 
 
 class CreditsAdd(Struct):

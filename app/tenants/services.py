@@ -86,6 +86,23 @@ class OrganizationService(SQLAlchemyAsyncRepositoryService[Organization]):
             data["name"] = data["name"].strip()
         return data
 
+    async def update_own(self, organization_id: UUID, changes: dict[str, Any]) -> Organization:
+        """What an org admin may change of their own organization: its default servicechain (None clears it).
+
+        The chain must be one of the organization's own: another organization's id is refused exactly as
+        an unknown one, and nothing is stored."""
+        org = await self.get(organization_id)
+        if "default_servicechain_id" in changes:
+            chain_id = changes["default_servicechain_id"]
+            if chain_id is not None:
+                from app.messaging.services import ServicechainRepository  # messaging builds on tenants
+
+                chains = ServicechainRepository(session=self.repository.session, organization_id=organization_id)
+                if await chains.get_one_or_none(id=chain_id) is None:
+                    raise ValidationProblem("No such servicechain in this organization.", "default_servicechain_id")
+            org.default_servicechain_id = chain_id
+        return await self.repository.update(org)
+
 
 # ---------------------------------------------------------------- users
 

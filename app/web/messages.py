@@ -128,13 +128,17 @@ class MessagePages(Controller):
         preview: dict[str, Any] | None = None,
         status: int = 200,
     ) -> Response[Any]:
-        chains = await ServicechainService(session=messages.session, organization_id=messages.organization_id).list(
-            BY_NAME
-        )
+        service = ServicechainService(session=messages.session, organization_id=messages.organization_id)
+        chains = await service.list(BY_NAME)
         default_chain = next((c for c in chains if contact is not None and c.id == contact.servicechain_id), None)
-        default_label = (
-            f"The contact's default chain ({default_chain.name})" if default_chain else "The contact's default chain"
-        )
+        org_default = await service.organization_default()
+        org_chain = next((c for c in chains if c.id == org_default), None)
+        if default_chain:
+            default_label = f"The contact's default chain ({default_chain.name})"
+        elif org_chain:
+            default_label = f"The contact's default chain, else the organization's ({org_chain.name})"
+        else:
+            default_label = "The contact's default chain"
         context = {
             "form": form,
             "errors": errors,

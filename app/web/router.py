@@ -18,6 +18,7 @@ from app.web.common import add_vary, provide_web_principal
 from app.web.contacts import ContactPages
 from app.web.errors import web_exception_handler
 from app.web.messages import MessagePages
+from app.web.organization import SettingsPages
 from app.web.services import ServicePages
 from app.web.tokens import TokenPages
 from app.web.users import UserPages
@@ -34,6 +35,7 @@ WEB_CONTROLLERS: list[type] = [
     ServicePages,
     ChainPages,
     MessagePages,
+    SettingsPages,
 ]
 
 

@@ -1,0 +1,37 @@
+"""REST controller of the caller's own organization (``/organization``)."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, patch
+from litestar.di import Provide
+
+from app.api.accounts import _changes
+from app.api.deps import provide_organizations
+from app.api.messaging import _org
+from app.tenants import schemas
+from app.tenants.guards import requires_scope
+from app.tenants.principal import Principal
+from app.tenants.services import OrganizationService
+
+
+class OwnOrganizationController(Controller):
+    """Any member (user or client) reads it; changing it takes ``servicechains:write`` (org admins)."""
+
+    path = "/organization"
+    tags = ["organization"]
+    dependencies = {"organizations": Provide(provide_organizations, sync_to_thread=False)}
+
+    @get("", summary="The caller's own organization, with its default servicechain")
+    async def get_own(self, organizations: OrganizationService, principal: Principal) -> schemas.Organization:
+        return organizations.to_schema(await organizations.get(_org(principal)), schema_type=schemas.Organization)
+
+    @patch(
+        "",
+        summary="Change the caller's own organization (org admins: default_servicechain_id, null clears it)",
+        guards=[requires_scope("servicechains:write")],
+    )
+    async def update_own(
+        self, organizations: OrganizationService, principal: Principal, data: schemas.OwnOrganizationUpdate
+    ) -> schemas.Organization:
+        org = await organizations.update_own(_org(principal), _changes(data))
+        return organizations.to_schema(org, schema_type=schemas.Organization)
