@@ -197,6 +197,7 @@ def check_replace(s: str, old: str, new: str, count: Any = None) -> None:
 
 def percent_format(fmt: str, args: Any) -> str:
     """``fmt % args`` with every width and precision counted first (``'%300000000s'`` is refused)."""
+    _current().check_time()
     total, i, n = 0, 0, len(fmt)
     while (i := fmt.find("%", i)) != -1:
         i += 1
@@ -238,6 +239,7 @@ def _guard(name: str, func: Callable[..., Any], check: Callable[[dict[str, Any]]
 
     @wraps(func)  # keeps jinja_pass_arg
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        _current().check_time()
         try:
             arguments = signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -277,6 +279,7 @@ def _check_wordwrap(a: dict[str, Any]) -> None:
 @pass_context
 def _join(context: Context, value: Any, d: str = "", attribute: str | int | None = None) -> str:
     """The ``join`` filter, with the length of its result counted item by item before it is built."""
+    _current().check_time()
     items = list(value)
     _current().step(FILTER_STEPS, len(items))
     if attribute is not None:
@@ -318,17 +321,20 @@ def _out(context: Context, value: Any) -> str:
     """Wraps every piece of output, also text captured by set blocks, macros and filter blocks."""
     budget = _current()
     budget.check_time()
-    budget.produced += weigh(value)
+    weigh(value)  # (a list's text is weighed before it is built; an object's repr is short)
+    text = bounded(value if isinstance(value, str) else str(value))
+    budget.produced += len(text)
     if budget.produced > MAX_PRODUCED:
         raise TemplateProblem(f"The template produces more than {MAX_PRODUCED} characters of text in all.")
-    return value if isinstance(value, str) else str(value)
+    return text
 
 
 @pass_context
 def _concat(context: Context, *values: Any) -> str:
     """The ``~`` operator, with its result weighed before it is built."""
+    _current().check_time()
     weigh(values)
-    return (markup_join if context.eval_ctx.autoescape else str_join)(values)
+    return bounded((markup_join if context.eval_ctx.autoescape else str_join)(values))
 
 
 @pass_context
@@ -367,6 +373,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _current().check_time()
         if operator == "**":
             raise TemplateProblem("The ** operator is not allowed in templates.")
         if operator == "%" and isinstance(left, str):
@@ -376,7 +383,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             if isinstance(left, str | list | tuple) or isinstance(right, str | list | tuple):
                 seq, times = (left, right) if isinstance(left, str | list | tuple) else (right, left)
-                if not isinstance(times, int) or weigh(seq) * max(times, 0) > MAX_CONTENT:
+                if isinstance(times, int) and weigh(seq) * max(times, 0) > MAX_CONTENT:
                     raise TemplateProblem(TOO_LONG)
             elif (
                 isinstance(left, int)
@@ -403,6 +410,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         raise TemplateProblem(f"'{attribute}' is not available in message templates.")
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _current().check_time()
         if not isinstance(obj, Macro):
             if _is_str_replace(obj) and len(args) >= 2:  # (with fewer, str.replace says what is missing)
                 check_replace(obj.__self__, str(args[0]), str(args[1]), *args[2:3])

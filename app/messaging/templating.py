@@ -58,7 +58,7 @@ def check(content: str) -> None:
     _parse(content)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=128)  # a compiled template of 10,000 characters takes about 130 KB
 def _compile(content: str) -> Template | TemplateProblem:
     """The bounded template, or why there is none (failures are cached too: a hostile one costs once)."""
     try:
