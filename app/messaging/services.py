@@ -150,7 +150,7 @@ class MessageService(OrgScopedService[Message]):
         contacts = ContactService(session=self.session, organization_id=self.organization_id)
         contact = await contacts.get(contact_id, load=[noload(Contact.categories)])
         try:
-            return contact, templating.render(content, contact)
+            return contact, await templating.render_in_thread(content, contact)
         except templating.TemplateProblem as exc:
             raise ValidationProblem(str(exc), "content") from exc
 
