@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from app.cli_credentials import credentials_group
 from app.config import Settings, get_settings
 
 
@@ -245,7 +246,7 @@ def up(n_workers: int) -> None:
         click.echo("stopped", err=True)
 
 
-COMMANDS = (up, users_group, tokens_group, workers_group)
+COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group)
 
 
 def register_commands(cli: click.Group) -> None:

@@ -152,7 +152,9 @@ async def test_answers_carrying_a_secret_are_no_store(client: Client, world: Wor
     org = await world.org()
     admin = await world.user(org, Role.ORG_ADMIN)
     headers = bearer(await world.token(admin))
-    api_client = await client.post("/api/v1/clients", json={"name": "crm", "scopes": ["contacts:read"]}, headers=headers)
+    api_client = await client.post(
+        "/api/v1/clients", json={"name": "crm", "scopes": ["contacts:read"]}, headers=headers
+    )
     assert api_client.status_code == 201 and api_client.json()["client_secret"]
     assert api_client.headers["cache-control"] == "no-store"
     token = await client.post("/api/v1/tokens", json={"name": "cli"}, headers=headers)
@@ -211,7 +213,12 @@ def inline_code(source: str) -> list[str]:
 
 
 def test_the_scan_finds_inline_code() -> None:
-    assert inline_code('{# <script>x</script> #}<p>on=1 is text</p><script src="/static/js/app.js" defer></script><a href="/">x</a>') == []
+    assert (
+        inline_code(
+            '{# <script>x</script> #}<p>on=1 is text</p><script src="/static/js/app.js" defer></script><a href="/">x</a>'
+        )
+        == []
+    )
     for bad in (
         "<script>alert(1)</script>",
         '<button type="button" onclick="go()">',
