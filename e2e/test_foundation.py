@@ -85,6 +85,8 @@ def test_foundation_scenario(page: Page, server: Server, artifacts: Path, browse
 
     # A second organization, suspended from the list with HTMX (the row is swapped in place).
     page.get_by_role("link", name="Organizations", exact=True).first.click()
+    # the list has replaced the detail page (whose own panel open_create_panel would otherwise find)
+    expect(page.get_by_role("heading", name="Organizations", exact=True)).to_be_visible()
     spare = f"Spare Org {tag}"
     open_create_panel(page)
     page.get_by_label("Name", exact=True).fill(spare)

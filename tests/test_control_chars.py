@@ -339,13 +339,13 @@ async def test_csv_import_refuses_control_characters(client: AsyncTestClient[Any
     nul = await upload(b"first_name,email\nA\x00da,ada@example.com\n")
     assert 400 <= nul.status_code < 500, nul.text
     raw = (
-        "first_name,surname,email,notes,categories\n"
-        "Gr\x07ace,Hopper,grace@example.com,,\n"
-        "Alan,Tu\x1bring,alan@example.com,,\n"
-        "Kath,Johnson,kath@example.com,a\x7fb,\n"
-        "Dot,Vaughan,dot@example.com,,Bad\x07Cat\n"
-        'Ada,Lovelace,ada@example.com,"first line\r\n\tsecond line",Good\n'
-    ).encode()
+        b"first_name,surname,email,notes,categories\n"
+        b"Gr\x07ace,Hopper,grace@example.com,,\n"
+        b"Alan,Tu\x1bring,alan@example.com,,\n"
+        b"Kath,Johnson,kath@example.com,a\x7fb,\n"
+        b"Dot,Vaughan,dot@example.com,,Bad\x07Cat\n"
+        b'Ada,Lovelace,ada@example.com,"first line\r\n\tsecond line",Good\n'
+    )
     report = await upload(raw)
     assert report.status_code == 200, report.text
     body = report.json()

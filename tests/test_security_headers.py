@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select
 
 from app.asgi import create_app
 from app.config import BASE_DIR, Settings
 from app.contacts.models import Category, Contact
 from app.messaging.models import Message, Servicechain
-from app.tenants.models import Organization, Role, User
+from app.tenants.models import ApiClient, Role, User
 from app.web.security_headers import CONTENT_SECURITY_POLICY, HSTS
 from tests.conftest import World, bearer
 from tests.test_web_pages import csrf, login
@@ -50,7 +51,7 @@ def test_the_policy_allows_no_inline_code() -> None:
 # ---------------------------------------------------------------- every route
 
 
-async def _objects(world: World) -> tuple[Organization, User, User, dict[str, str]]:
+async def _objects(world: World) -> tuple[User, User, dict[str, str]]:
     """An organization with one of everything a page can show, its admin, a sysadmin, and path values."""
     org = await world.org()
     admin = await world.user(org, Role.ORG_ADMIN)
@@ -65,6 +66,9 @@ async def _objects(world: World) -> tuple[Organization, User, User, dict[str, st
         session.add(message)
         await session.commit()
     client_id, _ = await world.api_client(org, ["contacts:read"])
+    async with world.sessions() as session:
+        api_client = await session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
+        assert api_client is not None
     values = {
         "organization_id": str(org.id),
         "user_id": str(admin.id),
@@ -75,8 +79,9 @@ async def _objects(world: World) -> tuple[Organization, User, User, dict[str, st
         "name": "log",
         "token": "not-a-reset-token",
         "path": "no-such-document",
+        "client_id": str(api_client.id),
     }
-    return org, admin, sysadmin, values
+    return admin, sysadmin, values
 
 
 def _get_paths(app: Litestar, values: dict[str, str]) -> list[str]:
@@ -90,7 +95,7 @@ def _get_paths(app: Litestar, values: dict[str, str]) -> list[str]:
 
 
 async def test_every_get_route_carries_the_headers_for_every_caller(client: Client, world: World) -> None:
-    org, admin, sysadmin, values = await _objects(world)
+    admin, sysadmin, values = await _objects(world)
     app = client.app
     paths = _get_paths(app, values)
     assert {"/", "/contacts", "/messages/" + values["message_id"], "/schema", "/api/v1/me"} <= set(paths)
@@ -116,7 +121,7 @@ async def test_every_get_route_carries_the_headers_for_every_caller(client: Clie
 
 
 async def test_htmx_fragments_and_api_errors_carry_the_headers(client: Client, world: World) -> None:
-    org, admin, _, values = await _objects(world)
+    admin, _, values = await _objects(world)
     await login(client, admin.email)
     fragment = await client.get(f"/messages/{values['message_id']}", headers={"HX-Request": "true"})
     assert fragment.status_code == 200 and 'id="message-status"' in fragment.text

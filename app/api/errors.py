@@ -59,13 +59,13 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
     """(status, detail, field errors, headers) for any exception."""
     if isinstance(exc, ValidationException):
         detail = exc.detail or "Validation failed"
-        errors = _validation_errors(exc.extra)
+        fields = _validation_errors(exc.extra)
         status = exc.status_code
-        for error in errors:
+        for error in fields:
             # a text rule (app.textfields, e.g. no control characters): well-formed but refused content
             if rule := explain(error["message"]):
                 error["message"], status, detail = rule, 422, f"{error['field'] or 'A field'}: {rule}"
-        return status, detail, errors, dict(exc.headers or {})
+        return status, detail, fields, dict(exc.headers or {})
     if isinstance(exc, HTTPException):
         return exc.status_code, exc.detail, None, dict(exc.headers or {})
     if isinstance(exc, RecursionError) and "deserializ" in str(exc):
