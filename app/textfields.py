@@ -31,16 +31,14 @@ LINE_RULE = "Must not contain control characters or line breaks."
 TEXT_RULE = "Must not contain control characters (tabs and line breaks are fine)."
 VISIBLE_LINE_RULE = "Must contain visible characters, and no control characters or line breaks."
 
+# No descriptions here: a ``description`` makes msgspec wrap the type in ``Metadata``, which code reading the
+# limits with ``msgspec.inspect`` (the CSV import) would have to unwrap. The pattern documents the rule.
 #: one line of text: no control characters, no line breaks
-Line = Annotated[str, msgspec.Meta(pattern=LINE_PATTERN, description="One line; no control characters.")]
+Line = Annotated[str, msgspec.Meta(pattern=LINE_PATTERN)]
 #: multi-line text: no control characters but tab, line feed and carriage return
-Text = Annotated[
-    str, msgspec.Meta(pattern=TEXT_PATTERN, description="Text; no control characters but tabs and line breaks.")
-]
+Text = Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN)]
 #: one line with at least one visible character (names)
-VisibleLine = Annotated[
-    str, msgspec.Meta(pattern=VISIBLE_LINE_PATTERN, description="Visible text; no control characters.")
-]
+VisibleLine = Annotated[str, msgspec.Meta(pattern=VISIBLE_LINE_PATTERN)]
 
 _RULES = {LINE_PATTERN: LINE_RULE, TEXT_PATTERN: TEXT_RULE, VISIBLE_LINE_PATTERN: VISIBLE_LINE_RULE}
 

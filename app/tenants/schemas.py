@@ -13,7 +13,9 @@ from app.textfields import Line, VisibleLine, pattern_rule
 
 RoleName = Literal["sysadmin", "org_admin", "user"]
 PlanName = Literal["PAY_IN_ADVANCE", "PAYG"]
-Name = Annotated[VisibleLine, msgspec.Meta(min_length=1, max_length=200)]
+Name = Annotated[
+    VisibleLine, msgspec.Meta(min_length=1, max_length=200, description="Visible text, no control characters.")
+]
 EMAIL_PATTERN = pattern_rule(
     r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+(?!\n)$",
     "Enter a valid email address, like name@example.com (no spaces or control characters).",
