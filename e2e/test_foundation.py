@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from e2e.conftest import Server
+from e2e.conftest import Server, watch_csp
 
 pytestmark = pytest.mark.e2e
 
@@ -178,6 +178,7 @@ def test_foundation_scenario(page: Page, server: Server, artifacts: Path, browse
 
     # --- The main pages at phone width.
     phone = browser.new_context(viewport=PHONE, base_url=server.url, device_scale_factor=2)
+    csp_violations = watch_csp(phone)
     try:
         mobile = phone.new_page()
         mobile.goto("/login")
@@ -190,6 +191,7 @@ def test_foundation_scenario(page: Page, server: Server, artifacts: Path, browse
         shot(mobile, artifacts, "13-phone-users")
         width, wide = mobile.evaluate(WIDER_THAN_VIEWPORT)
         assert width <= PHONE["width"], f"the page scrolls sideways at phone width ({width}px): {wide}"
+        assert csp_violations == [], csp_violations
     finally:
         phone.close()
 
