@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from app.cli_credentials import credentials_group
 from app.config import Settings, get_settings
 
 
@@ -283,7 +284,7 @@ def database_upgrade(prompt: bool, _no_prompt: bool, sql: bool, revision: str) -
         click.echo(f"database at revision {revision}", err=True)
 
 
-COMMANDS = (up, users_group, tokens_group, workers_group)
+COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group)
 
 
 def register_commands(cli: click.Group) -> None:

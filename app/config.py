@@ -29,6 +29,11 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw.strip() else default
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated value, each item stripped, empty items dropped."""
+    return tuple(item.strip() for item in _env(name).split(",") if item.strip())
+
+
 def _var_dir() -> Path:
     path = Path(_env("VAR_DIR", str(BASE_DIR / "var")))
     path.mkdir(parents=True, exist_ok=True)
@@ -81,8 +86,9 @@ class SecuritySettings:
     reset_token_ttl_seconds: int = 60 * 60
     access_token_ttl_seconds: int = 60 * 60
     allow_private_targets: bool = False
-    #: key of the service credentials at rest; empty: derived from ``secret_key``
-    credentials_key: str = field(default="", repr=False)
+    #: keys of the service credentials at rest, newest first (``VOLUBLE_CREDENTIALS_KEY=new,old``): the first
+    #: encrypts, any decrypts; none: derived from ``secret_key`` (always readable too, see app/plugins/crypto.py)
+    credentials_keys: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,7 @@ class Settings:
                 reset_token_ttl_seconds=_env_int("RESET_TOKEN_TTL", 60 * 60),
                 access_token_ttl_seconds=_env_int("ACCESS_TOKEN_TTL", 60 * 60),
                 allow_private_targets=_env_bool("ALLOW_PRIVATE_TARGETS"),
-                credentials_key=_env("CREDENTIALS_KEY"),
+                credentials_keys=_env_list("CREDENTIALS_KEY"),
             ),
             mail=MailSettings(
                 backend=_env("MAIL_BACKEND", "log"),

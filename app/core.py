@@ -18,7 +18,6 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins import CLIPluginProtocol, InitPluginProtocol
 from litestar.plugins.flash import FlashConfig, FlashPlugin
@@ -29,6 +28,7 @@ from redis.asyncio import Redis
 from saq import Queue
 
 from app import __version__
+from app.api.docs import LocalSwaggerRenderPlugin
 from app.api.errors import api_exception_handler
 from app.api.router import make_api_router
 from app.api.system import health, oauth_token, ready
@@ -39,6 +39,7 @@ from app.messaging.coordinator import Coordinator
 from app.plugins.registry import load_registry, startup_check
 from app.web.errors import web_exception_handler
 from app.web.router import make_web_router
+from app.web.security_headers import security_headers_hook
 from app.worker.queues import DEFAULT_QUEUE, make_queues
 
 JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema")
@@ -154,12 +155,14 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
         # handler for RepositoryError (NotFoundError…), which would win over the handler above.
         app_config.exception_handlers[RepositoryError] = exception_handler
         app_config.request_max_body_size = settings.server.max_body_bytes
+        app_config.before_send.append(security_headers_hook(settings.server))
         app_config.openapi_config = OpenAPIConfig(
             title="Voluble API",
             version=__version__,
             description="Multi-tenant messaging with servicechain fallback. Authenticate with a Bearer token.",
             path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+            # Swagger UI at /schema and /schema/swagger, from static/ (no CDN, no inline script)
+            render_plugins=[LocalSwaggerRenderPlugin()],
             components=Components(
                 security_schemes={
                     "BearerToken": SecurityScheme(type="http", scheme="bearer", description="OAuth or personal token")

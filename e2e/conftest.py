@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from playwright.sync_api import BrowserContext, ConsoleMessage
 
 from app.embedded_redis import start_embedded_redis
 
@@ -210,3 +211,34 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+#: Reports every Content-Security-Policy violation on the console, where :func:`watch_csp` collects it
+#: (Chromium logs its own "Refused to …" line too). Playwright's init scripts are not subject to the CSP.
+CSP_REPORTER = """document.addEventListener("securitypolicyviolation", (e) => {
+  console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline code"}`
+    + ` (${e.sourceFile || document.location.href}:${e.lineNumber})`);
+});"""
+
+
+def watch_csp(context: BrowserContext) -> list[str]:
+    """The CSP violations the pages of ``context`` will log (a list filled as they happen)."""
+    violations: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        text = message.text
+        if text.startswith("CSP violation") or "Content Security Policy" in text:
+            violations.append(f"{message.page.url if message.page else '?'}: {text}")
+
+    context.add_init_script(CSP_REPORTER)
+    context.on("console", on_console)
+    return violations
+
+
+@pytest.fixture
+def context(context: BrowserContext) -> Iterator[BrowserContext]:
+    """pytest-playwright's context, failing the test if any page broke the Content-Security-Policy."""
+    violations = watch_csp(context)
+    yield context
+    if violations:
+        pytest.fail("the browser reported CSP violations:\n" + "\n".join(violations), pytrace=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from e2e.conftest import Server
+from e2e.conftest import Server, watch_csp
 
 pytestmark = pytest.mark.e2e
 
@@ -85,6 +85,8 @@ def test_foundation_scenario(page: Page, server: Server, artifacts: Path, browse
 
     # A second organization, suspended from the list with HTMX (the row is swapped in place).
     page.get_by_role("link", name="Organizations", exact=True).first.click()
+    # the list has replaced the detail page (whose own panel open_create_panel would otherwise find)
+    expect(page.get_by_role("heading", name="Organizations", exact=True)).to_be_visible()
     spare = f"Spare Org {tag}"
     open_create_panel(page)
     page.get_by_label("Name", exact=True).fill(spare)
@@ -176,6 +178,7 @@ def test_foundation_scenario(page: Page, server: Server, artifacts: Path, browse
 
     # --- The main pages at phone width.
     phone = browser.new_context(viewport=PHONE, base_url=server.url, device_scale_factor=2)
+    csp_violations = watch_csp(phone)
     try:
         mobile = phone.new_page()
         mobile.goto("/login")
@@ -188,6 +191,7 @@ def test_foundation_scenario(page: Page, server: Server, artifacts: Path, browse
         shot(mobile, artifacts, "13-phone-users")
         width, wide = mobile.evaluate(WIDER_THAN_VIEWPORT)
         assert width <= PHONE["width"], f"the page scrolls sideways at phone width ({width}px): {wide}"
+        assert csp_violations == [], csp_violations
     finally:
         phone.close()
 

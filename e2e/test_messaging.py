@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from e2e.conftest import Server
+from e2e.conftest import Server, watch_csp
 from e2e.test_foundation import PHONE, WIDER_THAN_VIEWPORT, shot, sign_in, sign_out
 
 pytestmark = pytest.mark.e2e
@@ -203,6 +203,7 @@ def test_messaging_scenario(page: Page, server: Server, artifacts: Path, browser
 
     # --- The pages at phone width: tables become cards, nothing scrolls sideways.
     phone = browser.new_context(viewport=PHONE, base_url=server.url, device_scale_factor=2)
+    csp_violations = watch_csp(phone)
     try:
         mobile = phone.new_page()
         signed_in(mobile, user_email, user_password, "Uma User")
@@ -217,5 +218,6 @@ def test_messaging_scenario(page: Page, server: Server, artifacts: Path, browser
         shot(mobile, artifacts, "31-phone-message")
         width, wide = mobile.evaluate(WIDER_THAN_VIEWPORT)
         assert width <= PHONE["width"], f"the message page scrolls sideways at phone width ({width}px): {wide}"
+        assert csp_violations == [], csp_violations
     finally:
         phone.close()

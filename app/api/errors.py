@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from app.logging import get_logger
 from app.messaging.credits import InsufficientCredits
 from app.tenants.services import Conflict, Forbidden, ValidationProblem
+from app.textfields import explain
 
 log = get_logger(__name__)
 
@@ -58,7 +59,13 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
     """(status, detail, field errors, headers) for any exception."""
     if isinstance(exc, ValidationException):
         detail = exc.detail or "Validation failed"
-        return exc.status_code, detail, _validation_errors(exc.extra), dict(exc.headers or {})
+        fields = _validation_errors(exc.extra)
+        status = exc.status_code
+        for error in fields:
+            # a text rule (app.textfields, e.g. no control characters): well-formed but refused content
+            if rule := explain(error["message"]):
+                error["message"], status, detail = rule, 422, f"{error['field'] or 'A field'}: {rule}"
+        return status, detail, fields, dict(exc.headers or {})
     if isinstance(exc, HTTPException):
         return exc.status_code, exc.detail, None, dict(exc.headers or {})
     if isinstance(exc, RecursionError) and "deserializ" in str(exc):

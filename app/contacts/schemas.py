@@ -9,18 +9,20 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from app.textfields import Line, Text
+
 # Raw input lengths. The services normalise further (E.164 phones, lowercased e-mail addresses).
-Title = Annotated[str, msgspec.Meta(max_length=50)]
-PersonName = Annotated[str, msgspec.Meta(max_length=100)]
-PhoneInput = Annotated[str, msgspec.Meta(max_length=64, description="Any common notation; stored as E.164.")]
-EmailInput = Annotated[str, msgspec.Meta(max_length=320)]
+Title = Annotated[Line, msgspec.Meta(max_length=50)]
+PersonName = Annotated[Line, msgspec.Meta(max_length=100)]
+PhoneInput = Annotated[Line, msgspec.Meta(max_length=64, description="Any common notation; stored as E.164.")]
+EmailInput = Annotated[Line, msgspec.Meta(max_length=320)]
 TelegramChatId = Annotated[
-    str, msgspec.Meta(max_length=64, description="A numeric Telegram chat id, or a @channel username.")
+    Line, msgspec.Meta(max_length=64, description="A numeric Telegram chat id, or a @channel username.")
 ]
-Notes = Annotated[str, msgspec.Meta(max_length=5000)]
+Notes = Annotated[Text, msgspec.Meta(max_length=5000)]
 CategoryIds = Annotated[list[UUID], msgspec.Meta(max_length=200)]
-CategoryName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-Description = Annotated[str, msgspec.Meta(max_length=500)]
+CategoryName = Annotated[Line, msgspec.Meta(min_length=1, max_length=100)]
+Description = Annotated[Line, msgspec.Meta(max_length=500)]
 
 
 class Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):

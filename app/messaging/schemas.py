@@ -9,10 +9,16 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
-ServiceName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_\-]*$")]
+from app.textfields import Line, Text, pattern_rule
+
+SERVICE_NAME_PATTERN = pattern_rule(
+    r"^[a-z][a-z0-9_\-]*(?!\n)$", "A service name: a lower-case letter, then lower-case letters, digits, - or _."
+)
+ServiceName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=SERVICE_NAME_PATTERN)]
 ServiceList = Annotated[list[ServiceName], msgspec.Meta(min_length=1, max_length=20)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Content = Annotated[str, msgspec.Meta(min_length=1, max_length=10_000)]
+Name = Annotated[Line, msgspec.Meta(min_length=1, max_length=200)]
+Content = Annotated[Text, msgspec.Meta(min_length=1, max_length=10_000)]
+Description = Annotated[Line, msgspec.Meta(max_length=1000)]
 StateName = Literal[
     "MSG_PENDING",
     "MSG_SENDING",
@@ -43,13 +49,13 @@ class Servicechain(msgspec.Struct):
 class ServicechainCreate(Struct):
     name: Name
     services: ServiceList
-    description: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    description: Description = ""
 
 
 class ServicechainUpdate(Struct):
     name: Name | UnsetType = UNSET
     services: ServiceList | UnsetType = UNSET
-    description: Annotated[str, msgspec.Meta(max_length=1000)] | UnsetType = UNSET
+    description: Description | UnsetType = UNSET
 
 
 class Attempt(msgspec.Struct):

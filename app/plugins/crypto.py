@@ -1,8 +1,13 @@
 """Encryption of service credentials at rest (Fernet: AES-128-CBC + HMAC-SHA256).
 
-The key is ``VOLUBLE_CREDENTIALS_KEY`` when set (a Fernet key, or any passphrase, which is stretched
-with HKDF), else derived from ``VOLUBLE_SECRET_KEY`` with HKDF. When a credentials key is set, tokens
-written earlier under the secret-derived key still decrypt, so the key can be introduced later.
+The keys are ``VOLUBLE_CREDENTIALS_KEY``, a comma-separated list, newest first (each a Fernet key, or a
+passphrase without commas, which is stretched with HKDF): the first encrypts, any of them decrypts. The key
+derived from ``VOLUBLE_SECRET_KEY`` with HKDF is always the last one tried (and the one that encrypts when
+no credentials key is set), so tokens written before a credentials key was introduced stay readable.
+
+Rotating a key without downtime: ``VOLUBLE_CREDENTIALS_KEY=new,old`` on every process, then
+``voluble credentials rotate-key`` (app/cli_credentials.py) re-encrypts every row under the new key, then
+the old key is dropped. See the README, "Rotating the credentials key".
 
 Each token binds the organization and the service it belongs to: a ciphertext copied into another
 organization's row (or another service's) does not decrypt to usable credentials.
@@ -53,11 +58,26 @@ class _Envelope(msgspec.Struct):
 
 class CredentialCipher:
     def __init__(self, security: SecuritySettings) -> None:
-        keys = []
-        if security.credentials_key:
-            keys.append(Fernet(_as_fernet_key(security.credentials_key)))
-        keys.append(Fernet(_derive(security.secret_key)))
-        self._fernet = MultiFernet(keys)
+        configured = [Fernet(_as_fernet_key(key)) for key in security.credentials_keys]
+        legacy = Fernet(_derive(security.secret_key))
+        self._primary = configured[0] if configured else legacy
+        self._fernet = MultiFernet([*configured, legacy])
+
+    def is_current(self, token: str) -> bool:
+        """Whether ``token`` is encrypted under the newest key (nothing to rotate)."""
+        try:
+            self._primary.decrypt(token.encode())
+        except InvalidToken:
+            return False
+        return True
+
+    def rotate(self, token: str) -> str:
+        """``token`` re-encrypted under the newest key (same contents); :class:`CredentialsUnavailable` if no
+        configured key opens it."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken as exc:
+            raise CredentialsUnavailable("No configured key decrypts these credentials.") from exc
 
     def encrypt(self, organization_id: UUID, service: str, credentials: Any) -> str:
         """Encrypt ``credentials`` (JSON-able builtins) for this organization and service."""

@@ -9,30 +9,24 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from app.textfields import Line, VisibleLine, pattern_rule
+
 RoleName = Literal["sysadmin", "org_admin", "user"]
 PlanName = Literal["PAY_IN_ADVANCE", "PAYG"]
-# No control characters (PostgreSQL refuses NUL in text), at least one visible character. ``(?!\n)$`` because
-# Python's ``$`` also matches before a trailing newline (``\Z`` would do, but is not valid in JSON Schema).
 Name = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=1,
-        max_length=200,
-        pattern=r"^(?=.*\S)[^\x00-\x1f\x7f]+(?!\n)$",
-        description="Visible text, no control characters.",
-    ),
+    VisibleLine, msgspec.Meta(min_length=1, max_length=200, description="Visible text, no control characters.")
 ]
-Email = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=3, max_length=320, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+(?!\n)$"
-    ),
-]
+EMAIL_PATTERN = pattern_rule(
+    r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+(?!\n)$",
+    "Enter a valid email address, like name@example.com (no spaces or control characters).",
+)
+Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=EMAIL_PATTERN)]
 # The length rule lives in one place, app.tenants.security.password_problem (a 422 with a field error),
-# shared with the browser forms; the schema only caps the size.
-Password = Annotated[str, msgspec.Meta(max_length=1024, description="At least 10 characters.")]
+# shared with the browser forms; the schema only caps the size (and refuses control characters, as the
+# forms do: a password that cannot be typed into the sign-in page would lock its owner out).
+Password = Annotated[Line, msgspec.Meta(max_length=1024, description="At least 10 characters.")]
 Credits = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
-ScopeList = Annotated[list[str], msgspec.Meta(max_length=20)]
+ScopeList = Annotated[list[Annotated[Line, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=20)]
 
 
 class Struct(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -149,4 +143,3 @@ class Me(msgspec.Struct):
     role: RoleName
     organization: Organization | None
     scopes: list[str]
-

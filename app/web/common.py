@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.tenants.guards import principal_of
 from app.tenants.principal import Principal
+from app.tenants.services import ValidationProblem
+from app.textfields import control_char_problem
 
 T = TypeVar("T")
 
@@ -122,8 +124,24 @@ class FormErrors:
         return self.fields.get(name)
 
 
-async def read_form(request: Request[Any, Any, Any]) -> FormMultiDict:
-    return await request.form()
+#: the page fields that are multi-line text (textareas); every other field is one line
+MULTILINE_FIELDS = frozenset({"content", "notes"})
+
+
+async def read_form(
+    request: Request[Any, Any, Any], multiline: Collection[str] | bool = MULTILINE_FIELDS
+) -> FormMultiDict:
+    """The submitted form, refused (a 422 naming the field) if a value holds a control character.
+
+    ``multiline``: the fields that may hold tabs and line breaks (True: every field).
+    """
+    form = await request.form()
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            lines = multiline if isinstance(multiline, bool) else name in multiline
+            if problem := control_char_problem(value, multiline=lines):
+                raise ValidationProblem(f"The field “{name}” was refused. {problem}", name)
+    return form
 
 
 def text(form: FormMultiDict, name: str, max_length: int = 1000) -> str:

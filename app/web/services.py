@@ -237,7 +237,7 @@ class ServicePages(Controller):
         if not fields and not service.needs_credentials:
             flash(request, f"{service.title} needs no credentials.", "info")
             return await see_other(None, f"{LIST_URL}/{name}")
-        form = await read_form(request)
+        form = await read_form(request, multiline=True)  # JSON fields are textareas
         errors = FormErrors()
         data, shown = read_credentials(fields, form, errors)
         if not errors:
