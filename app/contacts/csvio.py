@@ -3,7 +3,8 @@
 Import (:func:`parse_csv` then :func:`import_contacts`):
 
 - The file is UTF-8 (a byte-order mark is fine), at most 5 MiB and 10 000 data rows; its first line names
-  the columns. Commas separate fields; a header without commas but with semicolons or tabs switches to
+  the columns (at most 50; trailing empty ones are ignored), and all its rows name at most 10 000 different
+  categories. Commas separate fields; a header without commas but with semicolons or tabs switches to
   that separator (spreadsheets of some locales save so). Column names ignore case, spaces and hyphens,
   and a few common aliases are understood (``last_name`` → ``surname``, ``mobile`` → ``phone``…).
   Anything else about the file that is wrong (binary data, not UTF-8, no header, unknown or repeated
@@ -16,33 +17,56 @@ Import (:func:`parse_csv` then :func:`import_contacts`):
 - On update, blank cells leave the field as it is, ``categories`` adds the named categories (created
   when missing; names are separated by ``;`` or ``|``), and ``opted_out`` can opt a contact out but never
   back in: someone who sent STOP is not re-subscribed by a spreadsheet (use the contact's page or API).
+- Reading and checking the file is CPU work: it runs in a worker thread, never on the event loop. Saving
+  creates the new categories in bulk, then saves the rows 500 at a time, each batch in its own short
+  transaction (committed: a large import never holds the database for long, and what is committed stays).
+  A batch the database refuses is redone row by row and only the refused rows are reported, each with a
+  reason; if the database stays busy, the rows not yet saved are reported as such (importing the same file
+  again is safe: saved rows are matched and updated, not duplicated). The underlying errors are logged.
 - Cells that a spreadsheet would run as a formula are exported with a leading ``'``; the import removes
   it again, so an export imports back unchanged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator, Iterable
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+import anyio.to_thread
 import msgspec
+from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityError
 from advanced_alchemy.filters import LimitOffset, OrderBy
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import or_
 
 from app.contacts.fields import FieldError, clean_text
-from app.contacts.models import Category, Contact
+from app.contacts.models import Contact
 from app.contacts.schemas import ContactCreate, ImportReport, ImportRowError
 from app.contacts.services import IDENTIFYING_FIELDS, NEEDS_IDENTITY, ContactService, utcnow
+from app.db.config import is_busy_error, write_transaction
+from app.logging import get_logger
 from app.tenants.services import ValidationProblem
+
+log = get_logger(__name__)
+T = TypeVar("T")
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ROWS = 10_000
+MAX_COLUMNS = 50
 MAX_CATEGORIES_PER_ROW = 50
-CHUNK = 500
+MAX_CATEGORIES_PER_FILE = 10_000
+CHUNK = 500  # rows per transaction
+CATEGORY_CHUNK = 2_000  # new categories per transaction
+BUSY_ATTEMPTS = 3  # a batch the database is too busy for is tried this often (SQLite waits busy_timeout each time)
 
 FIELDS = ("title", "first_name", "surname", "phone", "email", "telegram_chat_id", "categories", "opted_out", "notes")
 EXPORT_COLUMNS = ("id", *FIELDS)
@@ -71,6 +95,20 @@ FALSE = frozenset({"false", "no", "n", "0", "f"})
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 VERBATIM = frozenset({"id", "phone", "telegram_chat_id", "opted_out"})
 ROW = "_row"  # error key for a problem of the whole row
+# Why a row was not saved, for the person who will fix the file or try again.
+BUSY = (
+    "Not saved: the database was busy. Import the file again; rows already imported are matched and "
+    "updated, not duplicated."
+)
+CONFLICT = (
+    "The database refused this row: it conflicts with existing data (a value that must be unique, or a "
+    "reference to something that does not exist). Check the row against the existing contacts."
+)
+BAD_VALUE = "The database refused a value of this row (too long, or not in the form it expects). Check the row."
+UNEXPECTED = (
+    "Not saved because of an error on our side (reference {ref}). Import the file again; if it happens "
+    "again, tell support the reference."
+)
 
 
 class CSVFormatError(ValidationProblem):
@@ -177,9 +215,16 @@ def parse_csv(raw: bytes) -> ParsedCSV:
 
 
 def _check_header(record: list[str]) -> list[str]:
+    named = len(record)
+    while named and not record[named - 1].strip():  # trailing separators
+        named -= 1
+    if named > MAX_COLUMNS:
+        raise CSVFormatError(
+            f"The header line names {named} columns; a contacts file has at most {MAX_COLUMNS}, "
+            f"among: {', '.join(EXPORT_COLUMNS)}."
+        )
+    record = record[:named]
     columns = [canonical_column(c) for c in record]
-    while columns and not columns[-1]:  # trailing separators
-        columns.pop()
     if any(not c for c in columns):
         raise CSVFormatError("Every column of the header line needs a name.")
     unknown = [name for name, c in zip(record, columns, strict=False) if c not in IMPORT_COLUMNS]
@@ -188,7 +233,7 @@ def _check_header(record: list[str]) -> list[str]:
         raise CSVFormatError(
             f"Unknown columns: {shown}. The first line must name the columns, among: {', '.join(EXPORT_COLUMNS)}."
         )
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    repeated = sorted(c for c, n in Counter(columns).items() if n > 1)
     if repeated:
         raise CSVFormatError(f"Columns named more than once: {', '.join(repeated)}.")
     return columns
@@ -250,12 +295,14 @@ def _prepare_row(service: ContactService, row: CSVRow) -> _Prepared | dict[str, 
 
 
 class _Index:
-    """Existing and newly imported contacts by id, phone and e-mail (the oldest wins)."""
+    """Existing and newly imported contacts by id, phone and e-mail (the oldest wins), and the categories
+    of the existing ones."""
 
     def __init__(self) -> None:
         self.by_id: dict[UUID, Contact] = {}
         self.by_phone: dict[str, Contact] = {}
         self.by_email: dict[str, Contact] = {}
+        self.categories: dict[UUID, list[UUID]] = {}
 
     def add(self, contact: Contact) -> None:
         self.by_id[contact.id] = contact
@@ -287,6 +334,7 @@ class _Index:
             return
         oldest_first = (OrderBy(field_name="created_at", sort_order="asc"), OrderBy(field_name="id", sort_order="asc"))
         for contact in await service.list(or_(*clauses), *oldest_first):
+            self.categories[contact.id] = [c.id for c in contact.categories]
             self.add(contact)
 
     def match(self, row: _Prepared) -> Contact | dict[str, str] | None:
@@ -299,101 +347,242 @@ class _Index:
         return by_phone or by_email
 
 
+async def import_file(service: ContactService, raw: bytes) -> ImportReport:
+    """Import an uploaded file (what the API and the page run); :class:`CSVFormatError` for a file that
+    cannot be read as a whole. Commits as it goes (see the module's docstring)."""
+    prepared, report = await anyio.to_thread.run_sync(_read, service, raw)
+    await _save_all(service, prepared, report)
+    return report
+
+
 async def import_contacts(service: ContactService, parsed: ParsedCSV) -> ImportReport:
     """Create or update a contact per row of ``parsed``; bad rows are reported, good rows are kept."""
-    session = service.repository.session
+    prepared, report = await anyio.to_thread.run_sync(_prepare_all, service, parsed)
+    await _save_all(service, prepared, report)
+    return report
+
+
+def _read(service: ContactService, raw: bytes) -> tuple[list[_Prepared], ImportReport]:
+    return _prepare_all(service, parse_csv(raw))
+
+
+def _prepare_all(service: ContactService, parsed: ParsedCSV) -> tuple[list[_Prepared], ImportReport]:
+    """The rows ready to save and a report holding the rejected ones (CPU only: run in a thread)."""
     report = ImportReport(created=0, updated=0, rejected=0, errors=[])
-
-    def reject(line: int, errors: dict[str, str]) -> None:
-        report.rejected += 1
-        report.errors.append(ImportRowError(row=line, errors=errors))
-
     prepared: list[_Prepared] = []
     for row in parsed.rows:
         outcome = _prepare_row(service, row)
         if isinstance(outcome, dict):
-            reject(row.line, outcome)
+            _reject(report, row.line, outcome)
         else:
             prepared.append(outcome)
+    distinct = len({name.lower() for row in prepared for name in row.category_names})
+    if distinct > MAX_CATEGORIES_PER_FILE:
+        raise CSVFormatError(
+            f"The file names {distinct} different categories; an import may name at most "
+            f"{MAX_CATEGORIES_PER_FILE}. Split it into smaller files."
+        )
+    return prepared, report
 
-    names = [name for row in prepared for name in row.category_names]
-    async with session.begin_nested():
-        categories = await service.categories.by_names(names)
 
+def _reject(report: ImportReport, line: int, errors: dict[str, str]) -> None:
+    report.rejected += 1
+    report.errors.append(ImportRowError(row=line, errors=errors))
+
+
+async def _save_all(service: ContactService, prepared: list[_Prepared], report: ImportReport) -> None:
+    session = service.repository.session
+    if session.in_transaction():
+        await session.commit()  # the import commits batch by batch: start outside any transaction
+    category_ids = await _create_categories(service, prepared)
     for start in range(0, len(prepared), CHUNK):
         chunk = prepared[start : start + CHUNK]
         try:
-            async with session.begin_nested():
-                outcomes = await _save(service, chunk, categories)
-        except Exception:  # the database refused something: save row by row, reporting the ones it refuses
-            outcomes = []
-            for item in chunk:
-                try:
-                    async with session.begin_nested():
-                        outcomes += await _save(service, [item], categories)
-                except Exception:
-                    outcomes.append((item.line, {ROW: "This row could not be saved."}))
+            try:
+                outcomes = await _write(service, partial(_save, service, chunk, category_ids))
+            except Exception as exc:
+                if is_busy_error(exc):
+                    raise
+                log.info("csv import: a batch was refused, saving its rows one by one", error=_driver_error(exc))
+                outcomes = await _write(service, partial(_save_apart, service, chunk, category_ids))
+        except Exception as exc:  # busy beyond the retries, or a fault of ours: the rest is not saved
+            message = _refusal(service, exc, chunk[0].line, rows=len(prepared) - start)
+            for item in prepared[start:]:
+                _reject(report, item.line, {ROW: message})
+            break
         for line, result in outcomes:
             if result == "created":
                 report.created += 1
             elif result == "updated":
                 report.updated += 1
             else:
-                reject(line, result)  # type: ignore[arg-type]
+                _reject(report, line, result)  # type: ignore[arg-type]
     report.errors.sort(key=lambda e: e.row)
-    return report
+
+
+async def _write(service: ContactService, work: Callable[[], Awaitable[T]]) -> T:
+    """``work`` in its own write transaction, committed; tried again while the database is busy.
+
+    SQLite has one write lock, and the connections waiting for it only poll (every 100 ms at worst): after
+    each batch the import pauses about as long as it held the lock, so the others get their turn.
+    """
+    session = service.repository.session
+    for attempt in range(1, BUSY_ATTEMPTS + 1):
+        try:
+            started = time.monotonic()
+            async with write_transaction(session):
+                result = await work()
+            if session.get_bind().dialect.name == "sqlite":
+                await asyncio.sleep(min(max(time.monotonic() - started, 0.02), 0.1))
+            return result
+        except Exception as exc:
+            if attempt == BUSY_ATTEMPTS or not is_busy_error(exc):
+                raise
+            log.info("csv import: the database is busy, trying again", attempt=attempt, error=_driver_error(exc))
+            await asyncio.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _create_categories(service: ContactService, prepared: list[_Prepared]) -> dict[str, UUID]:
+    """The ids of every category the rows name (by lowercased name), creating the missing ones in bulk,
+    :data:`CATEGORY_CHUNK` at a time. Raises when the database stays busy (the API answers 503)."""
+    wanted: dict[str, str] = {}
+    for row in prepared:
+        for name in row.category_names:
+            wanted.setdefault(name.lower(), name)
+    names = list(wanted.values())
+    ids: dict[str, UUID] = {}
+    for start in range(0, len(names), CATEGORY_CHUNK):
+        create = partial(service.categories.ids_by_name, names[start : start + CATEGORY_CHUNK])
+        try:
+            ids.update(await _write(service, create))
+        except sa_exc.IntegrityError:  # someone created one of them meanwhile: now the lookup finds it
+            ids.update(await _write(service, create))
+    return ids
 
 
 async def _save(
-    service: ContactService, rows: list[_Prepared], categories: dict[str, Category]
+    service: ContactService, rows: list[_Prepared], category_ids: dict[str, UUID]
 ) -> list[tuple[int, str | dict[str, str]]]:
-    """Apply ``rows`` in the current transaction (one flush); the caller wraps it in a savepoint.
+    """Apply ``rows`` in the current transaction: changed contacts in one flush, new contacts and new
+    memberships in one multi-row INSERT each.
 
-    The index is rebuilt on every call: after a rolled-back savepoint, objects it held may be stale.
+    The session is emptied first and the index loaded afresh: objects from an earlier batch, or from
+    before a rollback, may be stale.
     """
+    service.repository.session.expunge_all()
     index = _Index()
     await index.load(service, rows)
     outcomes: list[tuple[int, str | dict[str, str]]] = []
-    new: list[Contact] = []
+    new: dict[UUID, Contact] = {}
+    members: dict[UUID, dict[UUID, bool]] = {}  # contact id -> its categories, True for memberships to add
     for item in rows:
         target = index.match(item)
         if isinstance(target, dict):
             outcomes.append((item.line, target))
             continue
-        wanted = list({id(c): c for c in (categories[n.lower()] for n in item.category_names)}.values())
+        wanted = list(dict.fromkeys(category_ids[n.lower()] for n in item.category_names))
         if target is None:
             if not any(item.data.get(f) for f in IDENTIFYING_FIELDS):
                 outcomes.append((item.line, {ROW: NEEDS_IDENTITY}))
                 continue
-            contact = _new_contact(item, wanted)
-            new.append(contact)
-            index.add(contact)
+            target = _new_contact(item, wanted)
+            new[target.id] = target
             outcomes.append((item.line, "created"))
         else:
             index.forget(target)
-            _apply_update(target, item, wanted)
-            index.add(target)
+            _apply_update(target, item)
             outcomes.append((item.line, "updated"))
+        index.add(target)
+        present = members.setdefault(target.id, {c: False for c in index.categories.get(target.id, ())})
+        present.update((c, True) for c in wanted if c not in present)
+    await service.repository.session.flush()  # the updates
     if new:
-        await service.repository.add_many(new)
-    await service.repository.session.flush()
+        await service.repository.insert_many([_columns(c) for c in new.values()])
+    pairs = [(contact_id, c) for contact_id, cats in members.items() for c, added in cats.items() if added]
+    await service.add_to_categories(pairs)
     return outcomes
 
 
-def _new_contact(row: _Prepared, categories: list[Category]) -> Contact:
+async def _save_apart(
+    service: ContactService, rows: list[_Prepared], category_ids: dict[str, UUID]
+) -> list[tuple[int, str | dict[str, str]]]:
+    """Apply ``rows`` one by one, each in a savepoint of the current transaction; a refused row is
+    reported with the reason. A busy database fails the whole batch (the caller tries it again)."""
+    session = service.repository.session
+    outcomes: list[tuple[int, str | dict[str, str]]] = []
+    for item in rows:
+        try:
+            async with session.begin_nested():
+                outcomes += await _save(service, [item], category_ids)
+        except Exception as exc:
+            if is_busy_error(exc):
+                raise
+            outcomes.append((item.line, {ROW: _refusal(service, exc, item.line)}))
+    return outcomes
+
+
+def _refusal(service: ContactService, exc: Exception, line: int, rows: int = 1) -> str:
+    """The message for rows the database did not save, and a log entry with the underlying error."""
+    fields = {"row": line, "rows": rows, "organization_id": str(service.organization_id)}
+    if is_busy_error(exc):
+        log.warning("csv import: not saved, the database is busy", **fields, error=_driver_error(exc))
+        return BUSY
+    if _caused_by(exc, sa_exc.DataError):
+        log.warning("csv import: row refused by the database", **fields, error=_driver_error(exc))
+        return BAD_VALUE
+    if _caused_by(exc, sa_exc.IntegrityError) or isinstance(exc, RepositoryIntegrityError):
+        log.warning("csv import: row refused by the database", **fields, error=_driver_error(exc))
+        return CONFLICT
+    ref = uuid.uuid4().hex[:12]
+    log.error("csv import: row not saved", **fields, ref=ref, error=_driver_error(exc), exc_info=exc)
+    return UNEXPECTED.format(ref=ref)
+
+
+def _chain(exc: BaseException) -> Iterable[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    return any(isinstance(e, kind) for e in _chain(exc))
+
+
+def _driver_error(exc: BaseException) -> str:
+    """The database's own message (first line: no SQL, no parameter values), else the exception's type."""
+    for e in _chain(exc):
+        if isinstance(e, sa_exc.DBAPIError) and e.orig is not None:
+            text = str(e.orig).strip().splitlines()
+            return f"{type(e.orig).__name__}: {text[0] if text else ''}"[:300]
+    return type(exc).__name__
+
+
+def _new_contact(row: _Prepared, category_ids: list[UUID]) -> Contact:
+    """A contact for ``row``, not yet added to the session (:func:`_save` inserts them in bulk)."""
     data = dict(row.data)
     opted_out = bool(data.pop("opted_out", False))
     return Contact(
-        id=uuid4(),  # known before the flush: later rows of the file may match it
+        id=uuid4(),  # known before the insert: later rows of the file may match it
         **data,
         opted_out=opted_out,
         opted_out_at=utcnow() if opted_out else None,
         is_unknown=False,
-        categories=list(categories),
     )
 
 
-def _apply_update(contact: Contact, row: _Prepared, categories: list[Category]) -> None:
+_CONTACT_COLUMNS = tuple(column.key for column in Contact.__table__.columns)
+
+
+def _columns(contact: Contact) -> dict[str, Any]:
+    """The column values set on a new contact (the others get their defaults)."""
+    return {key: contact.__dict__[key] for key in _CONTACT_COLUMNS if key in contact.__dict__}
+
+
+def _apply_update(contact: Contact, row: _Prepared) -> None:
     data = dict(row.data)
     opted_out = data.pop("opted_out", None)
     for key, value in data.items():
@@ -402,10 +591,6 @@ def _apply_update(contact: Contact, row: _Prepared, categories: list[Category]) 
         contact.opted_out = True
         contact.opted_out_at = utcnow()
         contact.opted_out_via = None
-    present = {c.id for c in contact.categories}
-    added = [c for c in categories if c.id not in present]
-    if added:
-        contact.categories = [*contact.categories, *added]
     contact.is_unknown = False
 
 
