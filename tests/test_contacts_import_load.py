@@ -7,6 +7,8 @@ the same database; hostile files are refused while ``/health`` keeps answering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,14 +16,19 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+import structlog
 from litestar.testing import AsyncTestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from app.api.errors import classify
 from app.config import Settings
 from app.contacts import csvio
 from app.contacts.models import Category, contact_category
+from app.contacts.services import ContactService
+from app.db.config import is_busy_error
 from app.messaging.models import Message, MessageState
 from app.tenants.models import Role
 from tests.conftest import World, bearer
@@ -221,3 +228,186 @@ async def test_many_new_categories_import_quickly_while_another_organization_wor
     assert not failures, failures[:3]
     assert len(other.answers) >= 4
     assert took < 15
+
+
+# ---------------------------------------------------------------- caps and reasons (in process)
+
+
+async def test_the_column_and_category_caps_are_named(client: AsyncTestClient[Any], world: World) -> None:
+    t = await tenant(world)
+    wide = ("first_name," + ",".join(f"extra{i}" for i in range(csvio.MAX_COLUMNS)) + "\nAda\n").encode()
+    refused = await upload(client, t.user, wide)
+    assert refused.status_code == 422, refused.text
+    detail = refused.json()["detail"]
+    assert f"{csvio.MAX_COLUMNS + 1} columns" in detail and f"at most {csvio.MAX_COLUMNS}" in detail
+    trailing = ("first_name,email" + "," * 5000 + "\nAda,ada@example.com\n").encode()  # spreadsheets pad so
+    assert (await upload(client, t.user, trailing)).json()["created"] == 1
+
+    per_row = 5
+    rows = csvio.MAX_CATEGORIES_PER_FILE // per_row + 1
+    many = rows_csv(rows, categories=per_row, distinct=True)
+    refused = await upload(client, t.user, many)
+    assert refused.status_code == 422, refused.text
+    body = refused.json()
+    assert f"{rows * per_row} different categories" in body["detail"], body
+    assert f"at most {csvio.MAX_CATEGORIES_PER_FILE}" in body["detail"] and body["errors"][0]["field"] == "file"
+    listed = await client.get(f"{API}/categories", headers=t.user)
+    assert listed.json()["total"] == 0  # refused before anything was written
+
+    # the page runs the same import: the same refusal, in the form
+    from tests.test_web_pages import csrf, login
+
+    member = await world.user(await world.org(), Role.USER)
+    await login(client, member.email)
+    token = await csrf(client, "/contacts/import")
+    page = await client.post(
+        "/contacts/import", data={"_csrf_token": token}, files={"file": ("wide.csv", wide, "text/csv")}
+    )
+    assert page.status_code == 422 and f"at most {csvio.MAX_COLUMNS}" in page.text and 'id="e-file"' in page.text
+
+
+REFUSE_ON_SQLITE = """
+CREATE TRIGGER refuse_blocked BEFORE INSERT ON contact WHEN NEW.surname = 'Blocked'
+BEGIN SELECT RAISE(ABORT, 'refused by a database rule'); END
+"""
+REFUSE_ON_POSTGRES = [
+    """CREATE FUNCTION refuse_blocked() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.surname = 'Blocked' THEN
+        RAISE EXCEPTION 'refused by a database rule' USING ERRCODE = 'check_violation';
+      END IF;
+      RETURN NEW;
+    END $$""",
+    "CREATE TRIGGER refuse_blocked BEFORE INSERT ON contact FOR EACH ROW EXECUTE FUNCTION refuse_blocked()",
+]
+
+
+async def test_a_row_the_database_refuses_is_reported_with_a_reason_and_logged(
+    client: AsyncTestClient[Any], world: World, engine: Any, db_backend: str
+) -> None:
+    """A rule of the database itself (a trigger here) refuses one row: the others are saved, the row is
+    reported with a reason to act on, and the database's error is logged with the row number."""
+    t = await tenant(world)
+    statements = [REFUSE_ON_SQLITE] if db_backend == "sqlite" else REFUSE_ON_POSTGRES
+    async with engine.begin() as conn:
+        for statement in statements:
+            await conn.exec_driver_sql(statement)
+    try:
+        content = (
+            "first_name,surname,email\n"
+            "Ann,Archer,ann@example.com\n"
+            "Bob,Blocked,bob.blocked@example.com\n"  # line 3
+            "Cy,Cooper,cy@example.com\n"
+        )
+        with structlog.testing.capture_logs() as logs:
+            report = (await upload(client, t.user, content.encode())).json()
+    finally:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "DROP TRIGGER refuse_blocked" + (" ON contact" if db_backend != "sqlite" else "")
+            )
+            if db_backend != "sqlite":
+                await conn.exec_driver_sql("DROP FUNCTION refuse_blocked()")
+    assert (report["created"], report["rejected"]) == (2, 1), report
+    assert report["errors"] == [{"row": 3, "errors": {"_row": csvio.CONFLICT}}]
+    assert "could not be saved" not in csvio.CONFLICT and "Check the row" in csvio.CONFLICT
+    logged = [e for e in logs if e["event"] == "csv import: row refused by the database"]
+    assert len(logged) == 1 and logged[0]["row"] == 3 and logged[0]["log_level"] == "warning", logs
+    assert "refused by a database rule" in logged[0]["error"]
+    assert "bob.blocked@example.com" not in str(logged[0])  # the database's message, not the row's data
+
+
+# ---------------------------------------------------------------- a busy database: 503, never 500
+
+
+@contextlib.asynccontextmanager
+async def locked(db_url: str, *tables: str) -> AsyncIterator[None]:
+    """Another connection holds the write lock (SQLite) or these tables (PostgreSQL) meanwhile."""
+    if db_url.startswith("sqlite"):
+        holder = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        async with conn.transaction():
+            for table in tables:
+                await conn.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")  # reads pass, writes wait
+            yield
+    finally:
+        await conn.close()
+
+
+async def test_busy_database_errors_are_classified_503(world: World, sessions: Any, db_url: str) -> None:
+    """The errors the two databases really raise when a lock is not granted in time (SQLite's
+    "database is locked", PostgreSQL's lock_not_available), raw or wrapped by the repository."""
+    org = await world.org()
+    async with locked(db_url, "contact"), sessions() as session:
+        await session.execute(
+            text("PRAGMA busy_timeout=0" if db_url.startswith("sqlite") else "SET lock_timeout = '50ms'")
+        )
+        await session.commit()
+        with pytest.raises(Exception) as wrapped:
+            await ContactService(session=session, organization_id=org.id).create({"first_name": "Ada"})
+        await session.rollback()
+        with pytest.raises(Exception) as raw:
+            await session.execute(text("DELETE FROM contact"))
+        await session.rollback()
+    for exc in (wrapped.value, raw.value):
+        assert is_busy_error(exc), repr(exc)
+        status, detail, _, headers = classify(exc)
+        assert (status, headers) == (503, {"Retry-After": "2"}) and "busy" in detail, (exc, status)
+    async with sessions() as session:  # an error of the statement itself is not "busy"
+        with pytest.raises(Exception) as other:
+            await session.execute(text("SELECT * FROM no_such_table"))
+    assert not is_busy_error(other.value) and classify(other.value)[0] == 500
+
+
+async def test_a_locked_database_answers_503_and_tokens_still_authenticate(
+    settings: Settings, world: World, db_backend: str, db_url: str, engine: Any
+) -> None:
+    """While another connection holds the contacts (and tokens) for longer than a request waits: reads
+    and authentication work, writes answer 503 with Retry-After, pages say so, an import reports every
+    row as not saved with what to do, and nothing answers 500."""
+    if db_backend == "sqlite":
+        pytest.skip("SQLite waits busy_timeout (15 s) first; the mapping is proven by the test above")
+    from app.asgi import create_app
+    from tests.test_web_pages import csrf, login
+
+    name = db_url.rsplit("/", 1)[1]
+    async with engine.begin() as conn:  # the app's connections, all opened below, give up after 200 ms
+        await conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET lock_timeout = '200ms'")
+    try:
+        t = await tenant(world)
+        async with AsyncTestClient(app=create_app(settings)) as client:
+            contact = await new_contact(client, t)
+            member = await world.user(await world.org(), Role.USER)
+            fresh = bearer(await world.token(member))  # never used: its first request stamps last_used_at
+            await login(client, member.email)
+            token = await csrf(client, "/contacts/new")
+            setup = bearer(await world.token(member))
+            own = (await client.post(f"{API}/contacts", json={"first_name": "Own"}, headers=setup)).json()["id"]
+            async with locked(db_url, "contact", "access_token"):
+                listed = await client.get(f"{API}/contacts", headers=fresh)
+                made = await client.post(f"{API}/contacts", json={"first_name": "Ada"}, headers=t.user)
+                imported = await upload(client, t.user, rows_csv(3))
+                edited = await client.post(
+                    f"/contacts/{own}/edit", data={"first_name": "Bea", "_csrf_token": token}, follow_redirects=False
+                )
+            assert listed.status_code == 200, listed.text  # the last_used_at stamp waits for a later request
+            assert made.status_code == 503 and made.headers["retry-after"] == "2", made.text
+            assert made.headers["content-type"].startswith("application/problem+json")
+            assert "busy" in made.json()["detail"]
+            assert imported.status_code == 200, imported.text
+            report = imported.json()
+            assert report["created"] == 0 and [e["errors"] for e in report["errors"]] == [{"_row": csvio.BUSY}] * 3
+            assert edited.status_code == 503 and "very busy" in edited.text and edited.headers["retry-after"] == "2"
+            after = await client.get(f"{API}/contacts/{contact}", headers=t.user)
+            assert after.status_code == 200
+    finally:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f'ALTER DATABASE "{name}" RESET lock_timeout')
