@@ -136,7 +136,7 @@ async def test_import_while_a_worker_sends_creates_every_contact(
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["errors"] == [] and report["created"] == 2500, (report["rejected"], report["errors"][:2])
-    assert after - before >= 5, "the worker sent (almost) nothing during the import: this proves nothing"
+    assert after > before, "the worker sent nothing during the import: this proves nothing"
     assert set(sender.statuses) == {201}, sender.statuses
 
 

@@ -15,8 +15,9 @@ from advanced_alchemy.exceptions import (
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy import exc as sa_exc
 
-from app.db.config import is_busy_error
+from app.db.config import database_message, is_busy_error
 from app.logging import get_logger
 from app.messaging.credits import InsufficientCredits
 from app.tenants.services import Conflict, Forbidden, ValidationProblem
@@ -84,7 +85,7 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
         return 404, "Not found.", None, {}
     if isinstance(exc, Conflict):
         return 409, str(exc), None, {}
-    if isinstance(exc, DuplicateKeyError | IntegrityError | ForeignKeyError):
+    if isinstance(exc, DuplicateKeyError | IntegrityError | ForeignKeyError | sa_exc.IntegrityError):
         return 409, "This conflicts with existing data.", None, {}
     if isinstance(exc, RepositoryError):
         return 409, "The request could not be applied to the current data.", None, {}
@@ -94,7 +95,7 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
 def log_server_error(request: Request[Any, Any, Any], status: int, exc: Exception) -> None:
     """A busy database is logged as a warning (with the error); anything else of ours with its traceback."""
     if status == 503 and is_busy_error(exc):
-        log.warning("database busy", path=request.url.path, method=request.method, error=str(exc).split("\n")[0])
+        log.warning("database busy", path=request.url.path, method=request.method, error=database_message(exc))
     elif status >= 500:
         log.exception("unhandled error", path=request.url.path, method=request.method)
 

@@ -1,10 +1,11 @@
 """Engine, session and alembic configuration (advanced-alchemy), and what the code must know about
-the two databases' locking: :func:`write_transaction` and :func:`is_busy_error`."""
+the two databases' locking and errors: :func:`write_transaction`, :func:`is_busy_error`,
+:func:`database_message`."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,30 +45,45 @@ BUSY_SQLSTATES = frozenset({"55P03", "40001", "40P01"})
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
 
 
-def is_busy_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is the database being busy (a lock it waited for too long, a serialization
-    failure, an exhausted connection pool) rather than anything wrong with the request or the data.
-
-    Only database exceptions count, looked at along their chain: advanced-alchemy wraps SQLAlchemy's
-    errors, which wrap the driver's (``sqlite3.OperationalError: database is locked``, asyncpg's
-    ``LockNotAvailableError``…).
-    """
-    if not isinstance(exc, sa_exc.SQLAlchemyError | RepositoryError | sqlite3.Error):
-        return False
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it: advanced-alchemy wraps SQLAlchemy's errors, which wrap the driver's."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, sa_exc.TimeoutError):  # no connection free in the pool
-            return True
-        if getattr(current, "sqlstate", None) in BUSY_SQLSTATES or getattr(current, "pgcode", None) in BUSY_SQLSTATES:
-            return True
-        if isinstance(current, sqlite3.OperationalError) and str(current).lower().startswith(_SQLITE_BUSY):
-            return True
-        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None and current.orig is not current:
+        yield current
+        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
             current = current.orig
         else:
             current = current.__cause__ or current.__context__
+
+
+def database_message(exc: BaseException) -> str:
+    """The database's own message, for logs: its first line only (never the SQL or the parameter values,
+    which may hold personal data), else the exception's type."""
+    for e in exception_chain(exc):
+        if isinstance(e, sa_exc.DBAPIError) and e.orig is not None:
+            lines = str(e.orig).strip().splitlines()
+            return f"{type(e.orig).__name__}: {lines[0] if lines else ''}"[:300]
+    return type(exc).__name__
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being busy (a lock it waited for too long, a serialization
+    failure, an exhausted connection pool) rather than anything wrong with the request or the data.
+
+    Only database exceptions count, looked at along their chain (``sqlite3.OperationalError: database is
+    locked``, asyncpg's ``LockNotAvailableError``… under SQLAlchemy's and advanced-alchemy's wrappers).
+    """
+    if not isinstance(exc, sa_exc.SQLAlchemyError | RepositoryError | sqlite3.Error):
+        return False
+    for e in exception_chain(exc):
+        if isinstance(e, sa_exc.TimeoutError):  # no connection free in the pool
+            return True
+        if getattr(e, "sqlstate", None) in BUSY_SQLSTATES or getattr(e, "pgcode", None) in BUSY_SQLSTATES:
+            return True
+        if isinstance(e, sqlite3.OperationalError) and str(e).lower().startswith(_SQLITE_BUSY):
+            return True
     return False
 
 

@@ -12,6 +12,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.config import database_message
 from app.logging import get_logger
 from app.tenants.models import AccessToken, ApiClient, Organization, Role, User
 from app.tenants.principal import ROLE_SCOPES, Principal
@@ -93,7 +94,7 @@ async def _record_use(session: AsyncSession, token: AccessToken, now: datetime) 
         await session.commit()
     except SQLAlchemyError as exc:
         await session.rollback()
-        log.warning("token last_used_at not recorded", token_id=str(token_id), error=str(exc).split("\n")[0])
+        log.warning("token last_used_at not recorded", token_id=str(token_id), error=database_message(exc))
 
 
 async def principal_from_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
