@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -38,34 +40,48 @@ from tests.pipeline import Tenant, fast_settings, new_contact, send, setup_chain
 API = "/api/v1"
 
 
+PREFIX = f"t{uuid.uuid4().hex[:10]}"  # the queues of this module's servers and workers
+
+
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return fast_settings(settings)
+    fast = fast_settings(settings)
+    return dataclasses.replace(fast, redis=dataclasses.replace(fast.redis, queue_prefix=PREFIX))
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, tuple[str, subprocess.Popen[bytes]]]]:
+    """One real server per database for the whole module (starting one costs more than its tests)."""
+    started: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+    yield started
+    for _, proc in started.values():
+        stop_process(proc)
 
 
 @pytest.fixture
-def live_url(settings: Settings, engine: Any) -> Iterator[str]:
+def live_url(servers: dict[str, tuple[str, subprocess.Popen[bytes]]], settings: Settings, engine: Any) -> str:
     """A real server (``voluble run``: uvicorn) on this test's database, Redis and queues."""
+    if settings.database.url in servers:
+        url, proc = servers[settings.database.url]
+        assert proc.poll() is None, "the server exited"
+        return url
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "run", "--host", "127.0.0.1", "--port", str(port)],
         env=worker_env(settings, VOLUBLE_PUBLIC_URL=url, VOLUBLE_LOG_LEVEL="WARNING"),
     )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "the server exited"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
-        yield url
-    finally:
-        stop_process(proc)
+    servers[settings.database.url] = (url, proc)
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.2)
 
 
 @pytest.fixture
