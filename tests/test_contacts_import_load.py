@@ -167,16 +167,19 @@ async def test_a_header_of_40000_columns_is_refused_at_once_while_health_answers
     async def watch_health() -> None:
         while not done.is_set():
             started = time.perf_counter()
-            response = await live.get("/health", timeout=1)  # a timeout fails the test
-            latencies.append(time.perf_counter() - started)
-            assert response.status_code == 200
+            try:
+                ok = (await live.get("/health", timeout=1)).status_code == 200
+            except httpx.TimeoutException:
+                ok = False
+            latencies.append(time.perf_counter() - started if ok else float("inf"))
             await asyncio.sleep(0.05)
 
-    async def refuse() -> tuple[httpx.Response, float]:
+    async def refuse() -> tuple[httpx.Response | None, float]:
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            response = await upload(live, t.user, hostile, timeout=10)
-            return response, time.perf_counter() - started
+            return await upload(live, t.user, hostile, timeout=10), time.perf_counter() - started
+        except httpx.TimeoutException:
+            return None, time.perf_counter() - started
         finally:
             done.set()
 
@@ -184,6 +187,7 @@ async def test_a_header_of_40000_columns_is_refused_at_once_while_health_answers
     response, took = await refuse()
     await watcher
     print(f"\n40,000-column header refused in {took:.3f} s; /health at most {max(latencies):.3f} s meanwhile")
+    assert response is not None, f"no answer within {took:.0f} s"
     assert response.status_code == 422, response.text
     body = response.json()
     assert "40000 columns" in body["detail"] and f"at most {csvio.MAX_COLUMNS}" in body["detail"], body
