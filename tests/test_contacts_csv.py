@@ -409,7 +409,7 @@ async def test_a_row_the_database_refuses_does_not_abort_the_others(
     )
     report = await scene.imported(content)
     assert (report["created"], report["updated"], report["rejected"]) == (1, 2, 1), report
-    assert report["errors"] == [{"row": 3, "errors": {"_row": "This row could not be saved."}}]
+    assert report["errors"] == [{"row": 3, "errors": {"_row": csvio.CONFLICT}}]
     got = by_email(await scene.contacts())
     assert set(got) == {"a@example.com", "c@example.com"}
     cats = await scene.categories()

@@ -91,6 +91,13 @@ class ContactController(Controller):
     @post(
         "/import",
         summary="Import contacts from CSV (multipart field `file`); answers counts and per-row errors",
+        description=(
+            "The file is checked as a whole first (422 naming what is wrong: encoding, columns, size, more than "
+            f"{csvio.MAX_COLUMNS} columns or {csvio.MAX_CATEGORIES_PER_FILE} different categories). Rows are then "
+            f"saved {csvio.CHUNK} at a time, each batch committed on its own: the report lists every row that was "
+            "not saved with the reason, and the rows it does not list are saved. Importing the same file again "
+            "is safe (rows match the contacts they created). 503 with Retry-After when the database is busy."
+        ),
         guards=[WRITE],
         status_code=200,
         request_max_body_size=IMPORT_BODY_LIMIT,
@@ -107,8 +114,7 @@ class ContactController(Controller):
         except FieldError as exc:
             raise ValidationProblem(str(exc), "region") from None
         contacts = ContactService(session=db_session, organization_id=_org(principal), default_region=default_region)
-        parsed = csvio.parse_csv(await data.file.read(csvio.MAX_BYTES + 1))
-        return await csvio.import_contacts(contacts, parsed)
+        return await csvio.import_file(contacts, await data.file.read(csvio.MAX_BYTES + 1))
 
     @get("/export", summary="Export contacts as CSV (same columns as the import, plus id)", media_type="text/csv")
     async def export_contacts(

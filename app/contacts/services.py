@@ -22,11 +22,12 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
+from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.filters import OrderBy, StatementFilter
 from advanced_alchemy.service import is_dict
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.fields import (
@@ -138,30 +139,38 @@ class CategoryService(OrgScopedService[Category]):
             raise FieldErrors({"category_ids": f"Unknown category ids: {', '.join(missing)}."})
         return [found[i] for i in wanted]
 
-    async def by_names(self, names: Iterable[str], *, create: bool = True) -> dict[str, Category]:
-        """Categories by lowercased name, creating the missing ones (used by the CSV import)."""
+    async def ids_by_name(self, names: Iterable[str], *, create: bool = True) -> dict[str, UUID]:
+        """Category ids by lowercased name, creating the missing ones (used by the CSV import).
+
+        One lookup, then one multi-row INSERT of the missing names (through the organization-scoped
+        repository, which stamps them): never statements per category.
+        """
         wanted: dict[str, str] = {}
         for name in names:
             if name and name.strip():
                 wanted.setdefault(name.strip().lower(), name.strip())  # the first spelling wins
         if not wanted:
             return {}
-        found: dict[str, Category] = {}
-        for category in await self.list(func.lower(Category.name).in_(list(wanted))):
-            found.setdefault(category.name.lower(), category)
-        if create:
-            for key, name in wanted.items():
-                if key not in found:
-                    found[key] = await self.create({"name": name})
+        found: dict[str, UUID] = {}
+        rows = await self.repository.session.execute(
+            self.repository.statement.with_only_columns(Category.id, Category.name, maintain_column_froms=True).where(
+                func.lower(Category.name).in_(list(wanted))
+            )
+        )
+        for category_id, name in rows.all():
+            found.setdefault(name.lower(), category_id)
+        missing = [name for key, name in wanted.items() if key not in found] if create else []
+        if missing:
+            created = [{"id": uuid4(), **self._clean({"name": name})} for name in missing]
+            await self.repository.insert_many(created)
+            found.update((row["name"].lower(), row["id"]) for row in created)
         return found
 
 
 # ---------------------------------------------------------------- contacts
 
 
-async def count_contacts_per_category(
-    categories: CategoryService, category_ids: Iterable[UUID]
-) -> dict[UUID, int]:
+async def count_contacts_per_category(categories: CategoryService, category_ids: Iterable[UUID]) -> dict[UUID, int]:
     """How many contacts each of these categories of the organization holds, in one query."""
     ids = list(category_ids)
     if not ids:
@@ -359,6 +368,23 @@ class ContactService(OrgScopedService[Contact]):
     async def create_unknown(self, field: AddressField, value: str) -> Contact:
         """A contact for a sender we did not know, flagged ``is_unknown`` (inbound messages)."""
         return await self.create({field: value, "is_unknown": True})
+
+    async def add_to_categories(self, pairs: Iterable[tuple[UUID, UUID]]) -> None:
+        """Put contacts into categories in one multi-row INSERT: (contact id, category id) pairs that are
+        not memberships yet (the CSV import). Every id must be one of this organization's, or nothing is
+        written (404)."""
+        rows = [{"contact_id": c, "category_id": k} for c, k in dict.fromkeys(pairs)]
+        if not rows:
+            return
+        session = self.repository.session
+        for repository, column, ids in (
+            (self.repository, Contact.id, {r["contact_id"] for r in rows}),
+            (self.categories.repository, Category.id, {r["category_id"] for r in rows}),
+        ):
+            count = repository.statement.with_only_columns(func.count(), maintain_column_froms=True)
+            if await session.scalar(count.where(column.in_(ids))) != len(ids):
+                raise NotFoundError("Not found")
+        await session.execute(insert(contact_category), rows)
 
     async def list_by_ids(self, ids: Iterable[UUID]) -> list[Contact]:
         """The contacts of these ids that belong to the organization (others are silently absent)."""

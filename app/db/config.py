@@ -1,9 +1,15 @@
-"""Engine, session and alembic configuration (advanced-alchemy)."""
+"""Engine, session and alembic configuration (advanced-alchemy), and what the code must know about
+the two databases' locking and errors: :func:`write_transaction`, :func:`is_busy_error`,
+:func:`database_message`."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+from advanced_alchemy.exceptions import RepositoryError
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
     AsyncSessionConfig,
@@ -11,7 +17,9 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import BASE_DIR, Settings
 
@@ -29,6 +37,77 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=15000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+#: PostgreSQL errors that mean "busy, try again": lock_not_available (lock_timeout, NOWAIT),
+#: serialization_failure, deadlock_detected.
+BUSY_SQLSTATES = frozenset({"55P03", "40001", "40P01"})
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it: advanced-alchemy wraps SQLAlchemy's errors, which wrap the driver's."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        if isinstance(current, sa_exc.DBAPIError) and current.orig is not None:
+            current = current.orig
+        else:
+            current = current.__cause__ or current.__context__
+
+
+def database_message(exc: BaseException) -> str:
+    """The database's own message, for logs: its first line only (never the SQL or the parameter values,
+    which may hold personal data), else the exception's type."""
+    for e in exception_chain(exc):
+        if isinstance(e, sa_exc.DBAPIError) and e.orig is not None:
+            lines = str(e.orig).strip().splitlines()
+            return f"{type(e.orig).__name__}: {lines[0] if lines else ''}"[:300]
+    return type(exc).__name__
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being busy (a lock it waited for too long, a serialization
+    failure, an exhausted connection pool) rather than anything wrong with the request or the data.
+
+    Only database exceptions count, looked at along their chain (``sqlite3.OperationalError: database is
+    locked``, asyncpg's ``LockNotAvailableError``… under SQLAlchemy's and advanced-alchemy's wrappers).
+    """
+    if not isinstance(exc, sa_exc.SQLAlchemyError | RepositoryError | sqlite3.Error):
+        return False
+    for e in exception_chain(exc):
+        if isinstance(e, sa_exc.TimeoutError):  # no connection free in the pool
+            return True
+        if getattr(e, "sqlstate", None) in BUSY_SQLSTATES or getattr(e, "pgcode", None) in BUSY_SQLSTATES:
+            return True
+        if isinstance(e, sqlite3.OperationalError) and str(e).lower().startswith(_SQLITE_BUSY):
+            return True
+    return False
+
+
+@asynccontextmanager
+async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
+    """A transaction that will write, committed at the end (rolled back on an error).
+
+    On SQLite it starts with ``BEGIN IMMEDIATE``: it waits (``busy_timeout``) for the single write
+    lock *before* reading. A transaction that reads first and writes later cannot wait: if another
+    connection commits in between, SQLite refuses its first write at once with "database is locked"
+    (its snapshot is stale), and every later write of that transaction too. The session must not be
+    inside a transaction already.
+    """
+    if session.in_transaction():  # pragma: no cover - a programming error
+        raise RuntimeError("write_transaction() needs a session outside any transaction")
+    connection = await session.connection()
+    try:
+        if connection.dialect.name == "sqlite":
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield
+    except BaseException:
+        await session.rollback()
+        raise
+    await session.commit()
 
 
 def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:

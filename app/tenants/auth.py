@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.tenants.models import ApiClient, Organization, Role, User
+from app.db.config import database_message
+from app.logging import get_logger
+from app.tenants.models import AccessToken, ApiClient, Organization, Role, User
 from app.tenants.principal import ROLE_SCOPES, Principal
 from app.tenants.services import TokenService, utcnow
+
+log = get_logger(__name__)
 
 
 def session_maker(connection: ASGIConnection[Any, Any, Any, Any]) -> Any:
@@ -71,12 +77,24 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             else:
                 check_organization(org, owner.role)
                 principal = principal_for_user(owner, scopes, token.id)
+            token_id = token.id
             now = utcnow()
             last = token.last_used_at
             if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
-                token.last_used_at = now  # to the minute: no write on every request
-                await session.commit()
-        return AuthenticationResult(user=principal, auth=token.id)
+                await _record_use(session, token, now)
+        return AuthenticationResult(user=principal, auth=token_id)
+
+
+async def _record_use(session: AsyncSession, token: AccessToken, now: datetime) -> None:
+    """Stamp ``last_used_at`` (to the minute: no write on every request). Best effort: a busy database
+    delays the stamp to a later request, it never fails this one."""
+    token_id = token.id
+    token.last_used_at = now
+    try:
+        await session.commit()
+    except SQLAlchemyError as exc:
+        await session.rollback()
+        log.warning("token last_used_at not recorded", token_id=str(token_id), error=database_message(exc))
 
 
 async def principal_from_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:

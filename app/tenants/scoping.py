@@ -14,7 +14,7 @@ from uuid import UUID
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import Base
@@ -53,6 +53,17 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
 
     async def update(self, data: ModelT, **kwargs: Any) -> ModelT:
         return await super().update(self._stamp(data), **kwargs)
+
+    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        """Rows of plain column values in one multi-row INSERT, each stamped with this organization: for
+        bulk imports, without the unit of work's cost per object (give the ids to know them)."""
+        stamped = []
+        for row in rows:
+            if row.get("organization_id", self.organization_id) != self.organization_id:
+                raise NotFoundError("Organization not found")
+            stamped.append({**row, "organization_id": self.organization_id})
+        if stamped:
+            await self.session.execute(insert(self.model_type), stamped)
 
     # The bulk operations of the base class build their own statements without ``self.statement``:
     # each is narrowed to this organization here, or refused.

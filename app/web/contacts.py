@@ -232,8 +232,7 @@ class ContactPages(Controller):
                 session=db_session, organization_id=org_id(principal), default_region=default_region
             )
             try:
-                parsed = csvio.parse_csv(await upload.read(csvio.MAX_BYTES + 1))
-                report = await csvio.import_contacts(contacts, parsed)
+                report = await csvio.import_file(contacts, await upload.read(csvio.MAX_BYTES + 1))
             except csvio.CSVFormatError as exc:
                 errors.add("file", exc.detail)
         context = {

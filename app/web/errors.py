@@ -8,10 +8,8 @@ from urllib.parse import quote
 from litestar import Request, Response
 from litestar.response import Redirect, Template
 
-from app.api.errors import classify
-from app.logging import get_logger
-
-log = get_logger(__name__)
+from app.api.errors import classify, log_server_error
+from app.db.config import is_busy_error
 
 TITLES = {
     400: "That request did not work",
@@ -22,7 +20,9 @@ TITLES = {
     413: "That is too large",
     422: "Some of that needs fixing",
     429: "Slow down a little",
+    503: "Busy right now",
 }
+BUSY_PAGE = "The system is very busy right now. Please try again in a few seconds."
 
 
 def _is_fragment_request(request: Request[Any, Any, Any]) -> bool:
@@ -32,8 +32,10 @@ def _is_fragment_request(request: Request[Any, Any, Any]) -> bool:
 
 def web_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     status, detail, _, headers = classify(exc)
-    if status >= 500:
-        log.exception("unhandled error", path=request.url.path, method=request.method)
+    log_server_error(request, status, exc)
+    if status == 503 and is_busy_error(exc):
+        detail = BUSY_PAGE
+    elif status >= 500:
         detail = "Something went wrong on our side. It has been logged; please try again."
     if status == 401:
         # Only a page can be returned to: after a POST, go back home rather than to a form handler.
