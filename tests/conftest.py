@@ -108,7 +108,7 @@ async def sessions(engine: Any) -> async_sessionmaker[AsyncSession]:
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
     client = Redis.from_url(REDIS_URL)
-    keys = [k async for k in client.scan_iter("voluble:login-fail:*")]
+    keys = [k for pattern in ("voluble:login-fail:*", "voluble:rate:*") async for k in client.scan_iter(pattern)]
     if keys:
         await client.delete(*keys)
     yield client
