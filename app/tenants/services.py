@@ -227,6 +227,7 @@ class UserService(_UserRules, OrgScopedService[User]):
 
     repository_type = UserRepository
 
+
 class AccountRepository(SQLAlchemyAsyncRepository[User]):
     model_type = User
     count_with_window_function = False  # a true total on pages past the end

@@ -59,8 +59,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)
-        op.add_column(
-            "user_account", sa.Column("session_version", sa.Integer(), nullable=False, server_default="1")
-        )
+        op.add_column("user_account", sa.Column("session_version", sa.Integer(), nullable=False, server_default="1"))
         op.drop_index(op.f("ix_web_session_user_id"), table_name="web_session")
         op.drop_table("web_session")
