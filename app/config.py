@@ -84,6 +84,12 @@ class SecuritySettings:
     login_max_failures_ip: int = 20
     login_window_seconds: int = 15 * 60
     reset_token_ttl_seconds: int = 60 * 60
+    #: how long the link mailed to a user created without a password works
+    invite_token_ttl_seconds: int = 7 * 24 * 60 * 60
+    #: forgot-password requests allowed per address and per client IP in a window
+    reset_max_per_address: int = 5
+    reset_max_per_ip: int = 20
+    reset_window_seconds: int = 60 * 60
     access_token_ttl_seconds: int = 60 * 60
     allow_private_targets: bool = False
     #: keys of the service credentials at rest, newest first (``VOLUBLE_CREDENTIALS_KEY=new,old``): the first
@@ -160,6 +166,10 @@ class Settings:
                 login_max_failures_ip=_env_int("LOGIN_MAX_FAILURES_IP", 20),
                 login_window_seconds=_env_int("LOGIN_WINDOW_SECONDS", 15 * 60),
                 reset_token_ttl_seconds=_env_int("RESET_TOKEN_TTL", 60 * 60),
+                invite_token_ttl_seconds=_env_int("INVITE_TOKEN_TTL", 7 * 24 * 60 * 60),
+                reset_max_per_address=_env_int("RESET_MAX_PER_ADDRESS", 5),
+                reset_max_per_ip=_env_int("RESET_MAX_PER_IP", 20),
+                reset_window_seconds=_env_int("RESET_WINDOW_SECONDS", 60 * 60),
                 access_token_ttl_seconds=_env_int("ACCESS_TOKEN_TTL", 60 * 60),
                 allow_private_targets=_env_bool("ALLOW_PRIVATE_TARGETS"),
                 credentials_keys=_env_list("CREDENTIALS_KEY"),

@@ -143,9 +143,9 @@ async def sessions(engine: Any) -> async_sessionmaker[AsyncSession]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    """A client of the test's Redis server, without the login failures of earlier tests."""
+    """A client of the test's Redis server, without the login failures and rate counters of earlier tests."""
     client = Redis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter("voluble:login-fail:*")]
+    keys = [k for pattern in ("voluble:login-fail:*", "voluble:rate:*") async for k in client.scan_iter(pattern)]
     if keys:
         await client.delete(*keys)
     yield client

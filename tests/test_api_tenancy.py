@@ -262,7 +262,9 @@ CASES = [
     ),
     # users: org admins in their own organization, the sysadmin anywhere
     Case("users-list", "GET", "/users", ok(200, USER_ADMINS)),
-    Case("users-create", "POST", "/users", ok(201, USER_ADMINS), body=new_user_body),
+    # client_admin holds users:admin and contacts:read only, and the body sets a password: a credential
+    # never mints an account broader than itself, and a client never sets passwords (issue 7, item 5)
+    Case("users-create", "POST", "/users", ok(201, USER_ADMINS, client_admin=403), body=new_user_body),
     Case(
         "users-create-other-org",
         "POST",

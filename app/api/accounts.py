@@ -12,6 +12,7 @@ from advanced_alchemy.service import OffsetPagination
 from litestar import Controller, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import Parameter
+from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import (
@@ -22,7 +23,7 @@ from app.api.deps import (
     provide_tokens,
 )
 from app.messaging import credits
-from app.tenants import schemas
+from app.tenants import flows, schemas
 from app.tenants.guards import requires_org_admin, requires_sysadmin, requires_user
 from app.tenants.models import ApiClient, Organization, Role, User
 from app.tenants.principal import Principal
@@ -34,7 +35,6 @@ from app.tenants.services import (
     TokenService,
     UserService,
     ValidationProblem,
-    _check_role_assignment,
 )
 
 NEWEST = OrderBy(field_name="created_at", sort_order="desc")
@@ -144,18 +144,14 @@ class UserController(Controller):
         items, total = await service.list_and_count(limit_offset, NEWEST)
         return service.to_schema(items, total, filters=[limit_offset], schema_type=schemas.User)
 
-    @post("", summary="Create a user")
-    async def create_user(
-        self, db_session: AsyncSession, principal: Principal, accounts: AccountService, data: schemas.UserCreate
-    ) -> schemas.User:
-        _check_role_assignment(principal, data.role)
-        body = msgspec.structs.asdict(data)
-        org_id = body.pop("organization_id")
-        if data.role == Role.SYSADMIN:
+    async def _home_of_new_user(
+        self, db_session: AsyncSession, principal: Principal, role: str, org_id: UUID | None
+    ) -> UserService | AccountService:
+        """Where a new user goes: another organization answers 404, exactly like a missing one."""
+        if role == Role.SYSADMIN:
             if org_id is not None:
                 raise ValidationProblem("A sysadmin belongs to no organization.", "organization_id")
-            user = await accounts.create(body)
-            return accounts.to_schema(user, schema_type=schemas.User)
+            return AccountService(session=db_session)
         if principal.is_sysadmin:
             if org_id is None:
                 raise ValidationProblem("organization_id is required.", "organization_id")
@@ -163,8 +159,16 @@ class UserController(Controller):
                 raise NotFoundError("Organization not found")
         elif org_id is not None and org_id != principal.organization_id:
             raise NotFoundError("Organization not found")
-        service = org_users(db_session, principal, org_id)
-        user = await service.create(body)
+        return org_users(db_session, principal, org_id)
+
+    @post("", summary="Create a user (without a password, they are mailed a link to choose one)")
+    async def create_user(
+        self, db_session: AsyncSession, principal: Principal, queue: Queue, data: schemas.UserCreate
+    ) -> schemas.User:
+        body = msgspec.structs.asdict(data)
+        service = await self._home_of_new_user(db_session, principal, data.role, body.pop("organization_id"))
+        user = await service.create_user(principal, body)
+        await flows.invite_new_user(db_session, queue, user)
         return service.to_schema(user, schema_type=schemas.User)
 
     @get("/{user_id:uuid}", summary="Get a user")

@@ -96,24 +96,3 @@ async def _record_use(session: AsyncSession, token: AccessToken, now: datetime) 
         await session.rollback()
         log.warning("token last_used_at not recorded", token_id=str(token_id), error=database_message(exc))
 
-
-async def principal_from_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
-    """The logged-in browser user, or None. A stale session (password changed) counts as logged out."""
-    raw = connection.scope.get("session")
-    data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    uid = data.get("uid")
-    if not uid:
-        return None
-    try:
-        user_id = UUID(uid)
-    except ValueError:
-        return None
-    async with session_maker(connection)() as session:
-        user = await session.get(User, user_id)
-        if user is None or not user.is_active or user.session_version != data.get("sv"):
-            return None
-        if user.role != Role.SYSADMIN:
-            org = await session.get(Organization, user.organization_id) if user.organization_id else None
-            if org is None or org.suspended:
-                return None
-        return principal_for_user(user)

@@ -1,12 +1,14 @@
-"""Browser account flows shared by the pages: throttled login and password-reset requests."""
+"""Account flows shared by the pages and the API: throttled login, password-reset requests, invitations."""
 
 from __future__ import annotations
 
 import uuid
 
 from saq import Queue
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.tenants.models import Organization, Role, User
+from app.tenants.ratelimit import RateLimit
 from app.tenants.services import AccountService
 from app.tenants.throttle import LoginThrottle
 from app.worker.jobs import PASSWORD_RESET_OPTIONS
@@ -42,16 +44,54 @@ async def login(accounts: AccountService, throttle: LoginThrottle, email: str, p
     return user
 
 
-async def request_password_reset(accounts: AccountService, queue: Queue, email: str) -> None:
-    """Queue the reset mail when the account exists; say nothing either way."""
-    user = await accounts.get_by_email(email)
-    if user is None or not user.is_active:
+class ResetThrottled(Exception):
+    def __init__(self, retry_after: int) -> None:
+        minutes = max(1, -(-retry_after // 60))
+        super().__init__(
+            f"Too many reset requests for this address or from your network. Try again in {minutes} minutes."
+        )
+        self.retry_after = retry_after
+
+
+async def request_password_reset(
+    accounts: AccountService,
+    queue: Queue,
+    email: str,
+    *,
+    limit: RateLimit | None = None,
+    ip: str = "",
+) -> None:
+    """Queue the reset mail for ``email``; say nothing about whether the account exists.
+
+    The job decides (it looks the address up and mails only an active account), so a request costs
+    the same Redis round trips for a known and an unknown address and the database is not read
+    here: timing tells nothing. ``accounts`` is not consulted for the same reason. With ``limit``,
+    requests are counted per address and per ``ip`` first (:class:`ResetThrottled` past the limit).
+    """
+    email = email.strip().lower()
+    if limit is not None:
+        wait = await limit.hit(address=email, ip=ip or "unknown")
+        if wait is not None:
+            raise ResetThrottled(wait)
+    await _enqueue_reset(queue, email=email)
+
+
+async def invite_new_user(db_session: AsyncSession, queue: Queue, user: User) -> None:
+    """A user created without a password is mailed a link to choose one (valid for days, not an hour).
+
+    Committed first, so the worker finds the account however soon it runs."""
+    if user.password_hash is not None:
         return
+    await db_session.commit()
+    await _enqueue_reset(queue, user_id=str(user.id), invite=True)
+
+
+async def _enqueue_reset(queue: Queue, **kwargs: object) -> None:
     request_id = uuid.uuid4().hex
     await queue.enqueue(
         "send_password_reset",
-        user_id=str(user.id),
         request_id=request_id,
         key=f"password-reset:{request_id}",
+        **kwargs,
         **PASSWORD_RESET_OPTIONS,
     )

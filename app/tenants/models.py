@@ -1,4 +1,4 @@
-"""Organizations, users, API clients, bearer tokens and password-reset tokens."""
+"""Organizations, users, browser sessions, API clients, bearer tokens and password-reset tokens."""
 
 from __future__ import annotations
 
@@ -53,11 +53,27 @@ class User(Base):
         ForeignKey("organization.id", ondelete="CASCADE"), index=True, default=None
     )
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Bumped on password change or reset: invalidates every existing browser session.
-    session_version: Mapped[int] = mapped_column(Integer, default=1)
     last_login_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
     organization: Mapped[Organization | None] = relationship(lazy="joined", innerjoin=False)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie carries a random id; only its SHA-256 hash is stored here.
+
+    Looked up on every page request, so ending a session (logout, password change or reset, "sign
+    out everywhere", deactivation) takes effect at once in every web process."""
+
+    __tablename__ = "web_session"
+
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[UUID] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    #: written at most once a minute, not on every request
+    last_seen_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    ip: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
 
 
 class ApiClient(Base):

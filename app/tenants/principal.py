@@ -43,6 +43,8 @@ class Principal:
     scopes: frozenset[str]
     email: str | None = None
     token_id: UUID | None = None
+    #: the browser session (``web_session.id``) this principal came from, if any
+    session_id: UUID | None = None
 
     @property
     def is_sysadmin(self) -> bool:
@@ -57,3 +59,18 @@ class Principal:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    @property
+    def account_reach(self) -> Role:
+        """The highest role of account this credential may manage (``users:admin`` aside).
+
+        A client reaches ``user`` accounts only. A user reaches their own role, unless the credential
+        is narrowed (a personal token without every scope of that role): then ``user`` accounts only.
+        """
+        if self.kind == "client" or not ROLE_SCOPES[self.role] <= self.scopes:
+            return Role.USER
+        return self.role
+
+    def missing_scopes_of(self, role: Role) -> list[str]:
+        """The scopes an account of ``role`` has that this credential lacks, in the usual order."""
+        return [s for s in ALL_SCOPES if s in ROLE_SCOPES[role] and s not in self.scopes]

@@ -1,8 +1,9 @@
-"""Pages of one's own account: sign in and out, the dashboard, password reset and change."""
+"""Pages of one's own account: sign in and out, the dashboard, signed-in sessions, password reset and change."""
 
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from litestar import Controller, Response, get, post
 from litestar.di import Provide
@@ -18,10 +19,19 @@ from app.tenants import flows
 from app.tenants.guards import requires_principal
 from app.tenants.models import AccessToken, ApiClient, Organization, TokenKind, User
 from app.tenants.principal import Principal
+from app.tenants.ratelimit import RateLimit
 from app.tenants.security import password_problem, verify_password
 from app.tenants.services import AccountService, PasswordResetService, ValidationProblem
+from app.tenants.sessions import WebSessionService, describe_agent
 from app.tenants.throttle import LoginThrottle
-from app.web.auth import client_ip, current_principal, provide_throttle, start_session
+from app.web.auth import (
+    client_ip,
+    current_principal,
+    end_session,
+    provide_reset_limit,
+    provide_throttle,
+    start_session,
+)
 from app.web.common import (
     FormErrors,
     page,
@@ -30,6 +40,7 @@ from app.web.common import (
     secret_text,
     see_other,
     text,
+    wants_fragment,
 )
 
 NEUTRAL_RESET_ANSWER = "If an account exists for that address, a link to reset its password is on its way."
@@ -57,9 +68,7 @@ class SessionController(Controller):
         return page("auth/login.html", {"next": safe_local_path(next_url, ""), "email": "", "errors": FormErrors()})
 
     @post("/login")
-    async def login(
-        self, request: HTMXRequest, db_session: AsyncSession, throttle: LoginThrottle
-    ) -> Response[Any]:
+    async def login(self, request: HTMXRequest, db_session: AsyncSession, throttle: LoginThrottle) -> Response[Any]:
         form = await read_form(request)
         email = text(form, "email", 320)
         password = secret_text(form, "password")
@@ -83,14 +92,39 @@ class SessionController(Controller):
         except flows.OrganizationSuspended as exc:
             errors.add(None, str(exc))
             return page("auth/login.html", context, status=403)
-        start_session(request, user)
+        await start_session(request, db_session, user)
         return await see_other(db_session, next_url or "/")
 
     @post("/logout", name="logout")
-    async def logout(self, request: HTMXRequest) -> Response[Any]:
-        request.set_session({})  # sign out: nothing of the old session survives
-        flash(request, "You are signed out.", "success")
-        return Redirect("/login", status_code=303)
+    async def logout(self, request: HTMXRequest, db_session: AsyncSession) -> Response[Any]:
+        return await _signed_out(request, db_session, "You are signed out.")
+
+    @get("/account/sessions", name="sessions", guards=[requires_principal])
+    async def sessions_page(self, principal: Principal, db_session: AsyncSession) -> Template:
+        live = await WebSessionService(session=db_session).live_of(principal.id)
+        rows = [(web, describe_agent(web.user_agent)) for web in live]
+        return page("auth/sessions.html", {"rows": rows, "current": principal.session_id})
+
+    @post("/account/sessions/{session_id:uuid}/end", guards=[requires_principal])
+    async def end_one_session(
+        self, request: HTMXRequest, session_id: UUID, principal: Principal, db_session: AsyncSession
+    ) -> Response[Any]:
+        web = await WebSessionService(session=db_session).end_one(principal.id, session_id)
+        if web.id == principal.session_id:
+            return await _signed_out(request, db_session, "You are signed out.")
+        flash(request, f"{describe_agent(web.user_agent)} ({web.ip}) is signed out.", "success")
+        if wants_fragment(request):
+            await db_session.commit()
+            return page("partials/_oob_flashes.html", {})
+        return await see_other(db_session, "/account/sessions")
+
+    @post("/account/sessions/end-all", guards=[requires_principal])
+    async def end_all_sessions(
+        self, request: HTMXRequest, principal: Principal, db_session: AsyncSession
+    ) -> Response[Any]:
+        count = await WebSessionService(session=db_session).end_all(principal.id)
+        noun = "session" if count == 1 else "sessions"
+        return await _signed_out(request, db_session, f"You are signed out everywhere ({count} {noun} ended).")
 
     @get("/", name="dashboard", guards=[requires_principal])
     async def dashboard(self, principal: Principal, db_session: AsyncSession) -> Template:
@@ -124,6 +158,12 @@ class SessionController(Controller):
         return page("dashboard.html", {"org": org, "counts": counts})
 
 
+async def _signed_out(request: HTMXRequest, db_session: AsyncSession, message: str) -> Response[Any]:
+    await end_session(request, db_session)  # ended on the server: a copied cookie is worthless
+    flash(request, message, "success")
+    return await see_other(db_session, "/login")
+
+
 async def _count(db_session: AsyncSession, statement: Any) -> int:
     return int((await db_session.execute(statement)).scalar_one())
 
@@ -137,16 +177,23 @@ class PasswordController(Controller):
     async def forgot_page(self) -> Template:
         return page("auth/forgot_password.html", {"email": "", "sent": False, "errors": FormErrors()})
 
-    @post("/forgot-password")
-    async def forgot(self, request: HTMXRequest, db_session: AsyncSession, queue: Queue) -> Template:
+    @post("/forgot-password", dependencies={"limit": Provide(provide_reset_limit, sync_to_thread=False)})
+    async def forgot(self, request: HTMXRequest, db_session: AsyncSession, queue: Queue, limit: RateLimit) -> Template:
         form = await read_form(request)
         email = text(form, "email", 320)
         errors = FormErrors()
+        context = {"email": email, "sent": False, "errors": errors}
         if "@" not in email:
             errors.add("email", "Enter the email address you sign in with.")
-            return page("auth/forgot_password.html", {"email": email, "sent": False, "errors": errors}, status=422)
-        await flows.request_password_reset(AccountService(session=db_session), queue, email)
-        return page("auth/forgot_password.html", {"email": email, "sent": True, "errors": errors})
+            return page("auth/forgot_password.html", context, status=422)
+        try:
+            await flows.request_password_reset(
+                AccountService(session=db_session), queue, email, limit=limit, ip=client_ip(request)
+            )
+        except flows.ResetThrottled as exc:
+            errors.add(None, str(exc))
+            return page("auth/forgot_password.html", context, status=429, headers={"Retry-After": str(exc.retry_after)})
+        return page("auth/forgot_password.html", {**context, "sent": True})
 
     @get("/reset-password/{token:str}", name="reset-password")
     async def reset_page(self, token: str, db_session: AsyncSession) -> Template:
@@ -175,7 +222,7 @@ class PasswordController(Controller):
         if user is None:  # used or expired in the meantime
             context["valid"] = False
             return page("auth/reset_password.html", context, status=400, headers=_NO_REFERRER)
-        request.set_session({})  # sign out: nothing of the old session survives
+        await end_session(request, db_session)  # the user's sessions ended with the reset; so does this browser's
         flash(request, "Your password has been changed. Sign in with your new password.", "success")
         return await see_other(db_session, "/login")
 
@@ -212,8 +259,8 @@ class PasswordController(Controller):
             errors.add("new_password", "Choose a password different from the current one.")
         if errors:
             return page("auth/change_password.html", context, status=422)
-        user = await accounts.set_password(user, new)  # bumps session_version: signs out other browsers
-        start_session(request, user)  # ...but this one stays signed in
+        user = await accounts.set_password(user, new)  # ends every session of the user, this one included...
+        await start_session(request, db_session, user)  # ...which continues under a new id
         flash(
             request, "Your password has been changed. Other browsers signed in as you have been signed out.", "success"
         )

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.tenants.guards import requires_org_admin
 from app.tenants.models import Organization, Role
 from app.tenants.principal import Principal
-from app.tenants.services import Conflict, Forbidden, UserService, ValidationProblem, _check_role_assignment
+from app.tenants.services import Conflict, Forbidden, UserService, ValidationProblem
 from app.web.common import (
     NEWEST,
     ROLE_LABELS,
@@ -97,8 +97,7 @@ class UserPages(Controller):
         data = new_user_fields(form, ASSIGNABLE, errors)
         if not errors:
             try:
-                _check_role_assignment(principal, data["role"])
-                user = await users.create(dict(data))
+                user = await users.create_user(principal, dict(data))
             except (ValidationProblem, Forbidden) as exc:
                 errors.add(getattr(exc, "field", None) or "role", getattr(exc, "detail", None) or str(exc))
             except Conflict as exc:
