@@ -98,6 +98,26 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class PasswordHashSettings:
+    """argon2id cost. The defaults are argon2-cffi's (RFC 9106's second recommendation: t=3, 64 MiB, p=4);
+    lower them only where passwords are throwaway (the test suite), never in production."""
+
+    time_cost: int = 3
+    memory_kib: int = 65536
+    parallelism: int = 4
+
+    @classmethod
+    def from_env(cls) -> PasswordHashSettings:
+        load_dotenv(BASE_DIR / ".env", override=False)
+        parallelism = max(_env_int("PASSWORD_HASH_PARALLELISM", cls.parallelism), 1)
+        return cls(
+            time_cost=max(_env_int("PASSWORD_HASH_TIME_COST", cls.time_cost), 1),
+            memory_kib=max(_env_int("PASSWORD_HASH_MEMORY_KIB", cls.memory_kib), 8 * parallelism),
+            parallelism=parallelism,
+        )
+
+
+@dataclass(frozen=True)
 class MailSettings:
     backend: str = "log"  # "log" writes mails to the log; "smtp" sends them
     host: str = "127.0.0.1"

@@ -9,7 +9,12 @@ import secrets
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_hasher = PasswordHasher(type=Type.ID)
+from app.config import PasswordHashSettings
+
+_cost = PasswordHashSettings.from_env()
+_hasher = PasswordHasher(
+    time_cost=_cost.time_cost, memory_cost=_cost.memory_kib, parallelism=_cost.parallelism, type=Type.ID
+)
 # Verified against when the account does not exist, so timing does not reveal which emails exist.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
