@@ -35,6 +35,10 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # SAQ logs every job it enqueues, starts and finishes at INFO (the sweep alone every 10 s): that drowns
+    # what an operator needs. Its warnings and errors still show; VOLUBLE_LOG_LEVEL=DEBUG shows it all.
+    if logging.getLevelName(level) > logging.DEBUG:
+        logging.getLogger("saq").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> Any:

@@ -25,7 +25,7 @@ from app.tenants.principal import ALL_SCOPES, ROLE_SCOPES
 from app.tenants.services import AccountService, PasswordResetService
 from app.worker.jobs import send_password_reset
 from app.worker.queues import make_queue
-from tests.conftest import PASSWORD, REDIS_URL, World, bearer
+from tests.conftest import PASSWORD, World, bearer
 from tests.helpers import free_port
 from tests.test_api_tenancy import oauth_token
 from tests.test_web_pages import CSRF_INPUT, NEW_PASSWORD, Client, cookie_jar, csrf, login, post_form, use_cookies
@@ -42,14 +42,14 @@ def settings(settings: Settings) -> Settings:
     security = dataclasses.replace(settings.security, reset_max_per_address=PER_ADDRESS, reset_max_per_ip=PER_IP)
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     return dataclasses.replace(
-        settings, security=security, redis=RedisSettings(url=REDIS_URL, embedded=False, queue_prefix=prefix)
+        settings, security=security, redis=RedisSettings(url=settings.redis.url, embedded=False, queue_prefix=prefix)
     )
 
 
 @pytest.fixture(autouse=True)
 async def _drop_test_queues(settings: Settings) -> AsyncIterator[None]:
     yield
-    client = Redis.from_url(REDIS_URL)
+    client = Redis.from_url(settings.redis.url)
     keys = [k async for k in client.scan_iter(f"saq:*{settings.redis.queue_prefix}-*")]
     if keys:
         await client.delete(*keys)
