@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.config import PasswordHashSettings
 from app.db.base import metadata
 from app.tenants.models import AccessToken, ApiClient, PasswordResetToken, Role, User
 from app.tenants.services import AccountService, PasswordResetService
@@ -147,7 +148,11 @@ async def test_old_hash_is_upgraded_on_login(
         new_hash = await session.scalar(select(User.password_hash).where(User.id == user.id))
     assert new_hash is not None and new_hash != old_hash
     assert new_hash.startswith("$argon2id$")
-    current = argon2.PasswordHasher()
+    # "current" is the configured cost (argon2-cffi's defaults in production, VOLUBLE_PASSWORD_HASH_* here)
+    cost = PasswordHashSettings.from_env()
+    current = argon2.PasswordHasher(
+        time_cost=cost.time_cost, memory_cost=cost.memory_kib, parallelism=cost.parallelism, type=argon2.Type.ID
+    )
     assert not current.check_needs_rehash(new_hash)
     assert current.verify(new_hash, PASSWORD)
 
