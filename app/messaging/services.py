@@ -15,6 +15,7 @@ from sqlalchemy.orm import noload
 
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
+from app.errors import Conflict, ValidationProblem
 from app.messaging import credits, templating
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import (
@@ -29,7 +30,6 @@ from app.messaging.models import (
 from app.plugins.registry import service_statuses
 from app.tenants.models import Organization
 from app.tenants.scoping import OrgScopedRepository, OrgScopedService
-from app.tenants.services import Conflict, ValidationProblem
 
 NO_CHAIN = (
     "No servicechain given, and neither the contact nor the organization has a default one. Name a chain "
