@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
+from app.clock import utcnow
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
 from app.errors import Conflict, ValidationProblem
@@ -185,7 +186,7 @@ class MessageService(OrgScopedService[Message]):
                 route=list(chain.services),
                 content=content,
                 reply_to_id=data.reply_to,
-                send_at=send_at if send_at and send_at > datetime.now(UTC) else None,
+                send_at=send_at if send_at and send_at > utcnow() else None,
                 credit=CreditState.RESERVED,
             )
         )
