@@ -98,7 +98,7 @@ def users_group() -> None:
 @click.option("--password", required=True)
 @click.option("--name", default="Sysadmin", show_default=True)
 def create_sysadmin(email: str, password: str, name: str) -> None:
-    from app.tenants.services import ValidationProblem
+    from app.errors import ValidationProblem
 
     try:
         asyncio.run(_create_sysadmin(get_settings(), email, password, name))
@@ -120,7 +120,7 @@ def tokens_group() -> None:
 @click.option("--name", default="cli", show_default=True)
 @click.option("--expires-in-days", type=int, default=90, show_default=True)
 def create_token(email: str, scopes: str | None, name: str, expires_in_days: int) -> None:
-    from app.tenants.services import Forbidden, ValidationProblem
+    from app.errors import Forbidden, ValidationProblem
 
     scope_list = scopes.split() if scopes else None
     try:

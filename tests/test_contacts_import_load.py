@@ -25,12 +25,12 @@ import structlog
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, text
 
-from app.api.errors import classify
 from app.config import Settings
 from app.contacts import csvio
 from app.contacts.models import Category, contact_category
 from app.contacts.services import ContactService
 from app.db.config import is_busy_error
+from app.errors import classify
 from app.messaging.models import Message, MessageState
 from app.tenants.models import Role
 from tests.conftest import World, bearer

@@ -12,9 +12,9 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select, update
 
 from app.asgi import create_app
+from app.clock import utcnow
 from app.config import Settings
 from app.tenants.models import Organization, Role, User, WebSession
-from app.tenants.services import utcnow
 from tests.conftest import PASSWORD, World, bearer
 from tests.test_web_pages import NEW_PASSWORD, Client, cookie_jar, csrf, login, post_form, use_cookies
 

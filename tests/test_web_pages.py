@@ -12,9 +12,10 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.clock import utcnow
 from app.config import Settings
 from app.tenants.models import AccessToken, ApiClient, Organization, PasswordResetToken, Role, User
-from app.tenants.services import AccountService, PasswordResetService, utcnow
+from app.tenants.services import AccountService, PasswordResetService
 from tests.conftest import PASSWORD, World
 
 Client = AsyncTestClient[Litestar]

@@ -22,6 +22,7 @@ from app.api.deps import (
     provide_organizations,
     provide_tokens,
 )
+from app.errors import ValidationProblem
 from app.messaging import credits
 from app.tenants import flows, schemas
 from app.tenants.guards import requires_org_admin, requires_sysadmin, requires_user
@@ -34,7 +35,6 @@ from app.tenants.services import (
     OrganizationService,
     TokenService,
     UserService,
-    ValidationProblem,
 )
 
 NEWEST = OrderBy(field_name="created_at", sort_order="desc")

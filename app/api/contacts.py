@@ -21,10 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.contacts import csvio, schemas
 from app.contacts.fields import FieldError, check_region
 from app.contacts.services import CategoryService, ContactService
+from app.errors import ValidationProblem
 from app.tenants.auth import session_maker
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import ValidationProblem
 
 READ = requires_scope("contacts:read")
 WRITE = requires_scope("contacts:write")

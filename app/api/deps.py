@@ -10,16 +10,10 @@ from litestar import Request
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import ValidationProblem
 from app.tenants.guards import principal_of
 from app.tenants.principal import Principal
-from app.tenants.services import (
-    AccountService,
-    ApiClientService,
-    OrganizationService,
-    TokenService,
-    UserService,
-    ValidationProblem,
-)
+from app.tenants.services import AccountService, ApiClientService, OrganizationService, TokenService, UserService
 
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:

@@ -15,13 +15,13 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.services import ContactService
+from app.errors import ValidationProblem
 from app.messaging import schemas
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, Direction, Message, MessageState
 from app.messaging.services import MessageService, ServicechainService, request_hash
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import ValidationProblem
 
 NEWEST = OrderBy(field_name="created_at", sort_order="desc")
 OLDEST = OrderBy(field_name="created_at", sort_order="asc")

@@ -13,12 +13,12 @@ from litestar.params import Body
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.errors import ValidationProblem
 from app.plugins import schemas
 from app.plugins.registry import PluginRegistry, load_registry
 from app.plugins.services import CredentialService, ServiceCatalog
 from app.tenants.guards import requires_org_admin, requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import ValidationProblem
 
 NAME = "/{name:str}"
 

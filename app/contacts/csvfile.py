@@ -31,7 +31,7 @@ from app.contacts.fields import FieldError, clean_text
 from app.contacts.models import Contact
 from app.contacts.schemas import ContactCreate, ImportReport, ImportRowError
 from app.contacts.services import ContactService
-from app.tenants.services import ValidationProblem
+from app.errors import ValidationProblem
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ROWS = 10_000

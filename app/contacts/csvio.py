@@ -36,6 +36,7 @@ from advanced_alchemy.filters import OrderBy
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import or_
 
+from app.clock import utcnow
 from app.contacts.csvfile import (
     EXPORT_COLUMNS,
     FIELDS,
@@ -60,7 +61,7 @@ from app.contacts.csvfile import (
 )
 from app.contacts.models import Contact
 from app.contacts.schemas import ImportReport
-from app.contacts.services import IDENTIFYING_FIELDS, NEEDS_IDENTITY, ContactService, utcnow
+from app.contacts.services import IDENTIFYING_FIELDS, NEEDS_IDENTITY, ContactService
 from app.db.config import database_message, exception_chain, is_busy_error, write_transaction
 from app.logging import get_logger
 

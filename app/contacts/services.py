@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
@@ -30,6 +29,7 @@ from advanced_alchemy.service import is_dict
 from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import utcnow
 from app.contacts.fields import (
     FieldError,
     clean_text,
@@ -39,8 +39,8 @@ from app.contacts.fields import (
     normalise_telegram_chat_id,
 )
 from app.contacts.models import Category, Contact, contact_category
+from app.errors import Conflict, FieldErrors, ValidationProblem
 from app.tenants.scoping import OrgScopedRepository, OrgScopedService
-from app.tenants.services import Conflict, ValidationProblem
 
 TEXT_FIELDS = ("title", "first_name", "surname")
 IDENTIFYING_FIELDS = ("first_name", "surname", "phone", "email", "telegram_chat_id")
@@ -52,19 +52,6 @@ NEWEST: tuple[OrderBy, OrderBy] = (
     OrderBy(field_name="created_at", sort_order="desc"),
     OrderBy(field_name="id", sort_order="desc"),
 )
-
-
-class FieldErrors(ValidationProblem):
-    """Several field-level problems at once (422 with one ``errors`` entry per field)."""
-
-    def __init__(self, errors: dict[str, str], detail: str | None = None) -> None:
-        first = next(iter(errors))
-        super().__init__(detail or "; ".join(f"{field}: {message}" for field, message in errors.items()), first)
-        self.errors = errors
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------- categories

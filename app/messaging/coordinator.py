@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -20,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
+from app.clock import utcnow
 from app.config import Settings
 from app.contacts.models import Contact
 from app.logging import get_logger
@@ -35,10 +35,6 @@ log = get_logger(__name__)
 
 #: seconds a process trusts the service statuses it read (blacklisting applies within this delay)
 STATUS_TTL = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def send_job_key(attempt_id: UUID | str) -> str:

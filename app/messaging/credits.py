@@ -12,12 +12,9 @@ from uuid import UUID
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import PaymentRequired
 from app.messaging.models import CreditState, Message
 from app.tenants.models import Organization, Plan
-
-
-class InsufficientCredits(Exception):
-    """402: a pay-in-advance organization has no unreserved credit left."""
 
 
 async def reserve(session: AsyncSession, organization_id: UUID, count: int = 1) -> None:
@@ -31,7 +28,7 @@ async def reserve(session: AsyncSession, organization_id: UUID, count: int = 1) 
         .execution_options(synchronize_session=False)
     )
     if not result.rowcount:  # type: ignore[attr-defined]
-        raise InsufficientCredits("Not enough credits: this organization pays in advance and has none left.")
+        raise PaymentRequired("Not enough credits: this organization pays in advance and has none left.")
 
 
 async def _settle(session: AsyncSession, message_id: UUID, to: CreditState) -> bool:

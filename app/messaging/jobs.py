@@ -17,9 +17,10 @@ from saq import Status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import noload
 
+from app.clock import utcnow
 from app.contacts.models import Contact
 from app.logging import get_logger
-from app.messaging.coordinator import Coordinator, send_job_key, utcnow
+from app.messaging.coordinator import Coordinator, send_job_key
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
 from app.plugins.services import CredentialService

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 from uuid import UUID
 
@@ -13,8 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
+from app.clock import utcnow
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
+from app.errors import Conflict, ValidationProblem
 from app.messaging import credits, templating
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import (
@@ -29,7 +31,6 @@ from app.messaging.models import (
 from app.plugins.registry import service_statuses
 from app.tenants.models import Organization
 from app.tenants.scoping import OrgScopedRepository, OrgScopedService
-from app.tenants.services import Conflict, ValidationProblem
 
 NO_CHAIN = (
     "No servicechain given, and neither the contact nor the organization has a default one. Name a chain "
@@ -185,7 +186,7 @@ class MessageService(OrgScopedService[Message]):
                 route=list(chain.services),
                 content=content,
                 reply_to_id=data.reply_to,
-                send_at=send_at if send_at and send_at > datetime.now(UTC) else None,
+                send_at=send_at if send_at and send_at > utcnow() else None,
                 credit=CreditState.RESERVED,
             )
         )

@@ -8,13 +8,13 @@ late receipts and repeated events can never move a message backwards or twice.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import utcnow
 from app.messaging.models import Message, MessageState
 
 S = MessageState
@@ -55,7 +55,7 @@ async def move(session: AsyncSession, message_id: UUID, new: MessageState, **val
     result = await session.execute(
         update(Message)
         .where(Message.id == message_id, Message.state.in_(allowed))
-        .values(state=new, updated_at=datetime.now(UTC), **values)
+        .values(state=new, updated_at=utcnow(), **values)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import metadata
 from typing import Any, Literal, get_args
 from uuid import uuid4
@@ -30,6 +30,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import utcnow
 from app.config import Settings
 from app.logging import get_logger
 from app.plugins.base import AddressField, Plugin, PluginContext, PluginError, PluginInfo
@@ -51,10 +52,6 @@ BLACKLISTED: Status = "blacklisted"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 _METHODS = ("self_test", "validate_credentials", "send", "parse_webhook")
 _ADDRESS_FIELDS = get_args(AddressField)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)

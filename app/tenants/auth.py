@@ -12,11 +12,12 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import utcnow
 from app.db.config import database_message
 from app.logging import get_logger
 from app.tenants.models import AccessToken, ApiClient, Organization, Role, User
 from app.tenants.principal import ROLE_SCOPES, Principal
-from app.tenants.services import TokenService, utcnow
+from app.tenants.services import TokenService
 
 log = get_logger(__name__)
 

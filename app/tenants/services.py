@@ -13,6 +13,8 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService, is_dict
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import noload
 
+from app.clock import utcnow
+from app.errors import Conflict, Forbidden, ValidationProblem
 from app.tenants.models import (
     AccessToken,
     ApiClient,
@@ -33,27 +35,6 @@ from app.tenants.security import (
     verify_password,
 )
 from app.tenants.sessions import end_user_sessions
-
-
-class ValidationProblem(Exception):
-    """A business-rule violation on input: answered as 422 with field errors."""
-
-    def __init__(self, detail: str, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.field = field
-
-
-class Forbidden(Exception):
-    """The caller may not do this (403)."""
-
-
-class Conflict(Exception):
-    """The request conflicts with existing data (409)."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(value: datetime | None) -> datetime | None:

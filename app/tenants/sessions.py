@@ -18,6 +18,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
+from app.clock import utcnow
 from app.tenants.models import Organization, Role, User, WebSession
 from app.tenants.security import hash_secret, new_secret
 
@@ -25,10 +26,6 @@ from app.tenants.security import hash_secret, new_secret
 SESSION_KEY = "sid"
 #: ``last_seen_at`` is written at most this often per session
 TOUCH_EVERY = timedelta(minutes=1)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(value: datetime) -> datetime:
@@ -40,7 +37,7 @@ async def end_user_sessions(db: AsyncSession, user_id: UUID, keep: UUID | None =
     statement = update(WebSession).where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None))
     if keep is not None:
         statement = statement.where(WebSession.id != keep)
-    result = await db.execute(statement.values(revoked_at=_now()))
+    result = await db.execute(statement.values(revoked_at=utcnow()))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -64,7 +61,7 @@ class WebSessionService(SQLAlchemyAsyncRepositoryService[WebSession]):
         so signing in always yields a fresh id (no session fixation)."""
         if replacing:
             await self.end_raw(replacing)
-        now = _now()
+        now = utcnow()
         # the user's own dead sessions go here, so the table does not grow with every sign-in
         await self.repository.session.execute(
             delete(WebSession).where(
@@ -102,7 +99,7 @@ class WebSessionService(SQLAlchemyAsyncRepositoryService[WebSession]):
         if row is None:
             return None
         web, user, org = row
-        if web.revoked_at is not None or _aware(web.expires_at) <= _now() or not user.is_active:
+        if web.revoked_at is not None or _aware(web.expires_at) <= utcnow() or not user.is_active:
             return None
         if user.role != Role.SYSADMIN and (org is None or org.suspended):
             return None
@@ -110,7 +107,7 @@ class WebSessionService(SQLAlchemyAsyncRepositoryService[WebSession]):
 
     def touch(self, web: WebSession) -> bool:
         """Note activity, at most once a minute; True when there is something to commit."""
-        now = _now()
+        now = utcnow()
         if now - _aware(web.last_seen_at) < TOUCH_EVERY:
             return False
         web.last_seen_at = now
@@ -121,14 +118,14 @@ class WebSessionService(SQLAlchemyAsyncRepositoryService[WebSession]):
         await self.repository.session.execute(
             update(WebSession)
             .where(WebSession.token_hash == hash_secret(raw), WebSession.revoked_at.is_(None))
-            .values(revoked_at=_now())
+            .values(revoked_at=utcnow())
         )
 
     async def live_of(self, user_id: UUID) -> list[WebSession]:
         """The user's live sessions, the most recently seen first."""
         rows = await self.repository.session.scalars(
             select(WebSession)
-            .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None), WebSession.expires_at > _now())
+            .where(WebSession.user_id == user_id, WebSession.revoked_at.is_(None), WebSession.expires_at > utcnow())
             .order_by(WebSession.last_seen_at.desc(), WebSession.created_at.desc())
         )
         return list(rows)
@@ -139,7 +136,7 @@ class WebSessionService(SQLAlchemyAsyncRepositoryService[WebSession]):
         if web is None:
             raise NotFoundError("Session not found")
         if web.revoked_at is None:
-            web.revoked_at = _now()
+            web.revoked_at = utcnow()
             await self.repository.update(web)
         return web
 

@@ -15,13 +15,14 @@ from saq import Queue
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import ValidationProblem
 from app.tenants import flows
 from app.tenants.guards import requires_principal
 from app.tenants.models import AccessToken, ApiClient, Organization, TokenKind, User
 from app.tenants.principal import Principal
 from app.tenants.ratelimit import RateLimit
 from app.tenants.security import password_problem, verify_password
-from app.tenants.services import AccountService, PasswordResetService, ValidationProblem
+from app.tenants.services import AccountService, PasswordResetService
 from app.tenants.sessions import WebSessionService, describe_agent
 from app.tenants.throttle import LoginThrottle
 from app.web.auth import (

@@ -12,16 +12,11 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import Conflict, ValidationProblem
 from app.tenants.guards import requires_sysadmin
 from app.tenants.models import Organization, Role
 from app.tenants.principal import Principal
-from app.tenants.services import (
-    Conflict,
-    OrganizationService,
-    UserService,
-    ValidationProblem,
-    _check_role_assignment,
-)
+from app.tenants.services import OrganizationService, UserService, _check_role_assignment
 from app.web.common import (
     NEWEST,
     FormErrors,

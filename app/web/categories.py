@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.models import Category
 from app.contacts.services import CategoryService, count_contacts_per_category
+from app.errors import Conflict, ValidationProblem
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import Conflict, ValidationProblem
 from app.web.common import (
     FormErrors,
     Page,

@@ -21,13 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
+from app.errors import Conflict, ValidationProblem
 from app.messaging.models import Servicechain
 from app.messaging.services import ServicechainService
 from app.plugins.schemas import Service
 from app.plugins.services import ServiceCatalog
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import Conflict, ValidationProblem
 from app.web.common import (
     FormErrors,
     Page,

@@ -12,9 +12,10 @@ from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.errors import Forbidden, ValidationProblem
 from app.tenants.guards import requires_org_admin
 from app.tenants.principal import ALL_SCOPES, Principal
-from app.tenants.services import ApiClientService, Forbidden, ValidationProblem
+from app.tenants.services import ApiClientService
 from app.web.common import (
     NEWEST,
     FormErrors,

@@ -17,9 +17,9 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import ValidationProblem
 from app.tenants.guards import principal_of
 from app.tenants.principal import Principal
-from app.tenants.services import ValidationProblem
 from app.textfields import control_char_problem
 
 T = TypeVar("T")

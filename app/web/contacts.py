@@ -23,12 +23,12 @@ from app.contacts import csvio
 from app.contacts.fields import FieldError, check_region
 from app.contacts.models import Contact
 from app.contacts.services import CategoryService, ContactService
+from app.errors import ValidationProblem
 from app.messaging.models import Message
 from app.messaging.services import MessageService, ServicechainService
 from app.tenants.auth import session_maker
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import ValidationProblem
 from app.web.common import (
     FormErrors,
     limit_offset,

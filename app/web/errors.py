@@ -8,8 +8,8 @@ from urllib.parse import quote
 from litestar import Request, Response
 from litestar.response import Redirect, Template
 
-from app.api.errors import classify, log_server_error
 from app.db.config import is_busy_error
+from app.errors import classify, log_server_error
 
 TITLES = {
     400: "That request did not work",

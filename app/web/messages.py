@@ -16,14 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
+from app.errors import Conflict, PaymentRequired, ValidationProblem
 from app.messaging import schemas
-from app.messaging.credits import InsufficientCredits
 from app.messaging.models import Direction, Message, MessageState
 from app.messaging.services import MessageService, ServicechainService, request_hash
 from app.messaging.templating import MAX_CONTENT
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import Conflict, ValidationProblem
 from app.web.common import (
     NEWEST,
     FormErrors,
@@ -245,7 +244,7 @@ class MessagePages(Controller):
             except ValidationProblem as exc:
                 await db_session.rollback()
                 field_errors(exc, errors, "content")
-            except InsufficientCredits as exc:
+            except PaymentRequired as exc:
                 await db_session.rollback()
                 reason = str(exc)
                 errors.add(None, reason if reason.startswith("Not enough credits") else f"Not enough credits: {reason}")

@@ -12,10 +12,11 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import ValidationProblem
 from app.messaging.services import ServicechainService
 from app.tenants.guards import requires_principal, requires_scope
 from app.tenants.principal import Principal
-from app.tenants.services import OrganizationService, ValidationProblem
+from app.tenants.services import OrganizationService
 from app.web.common import FormErrors, page, read_form, see_other, text, wants_fragment
 from app.web.scoped import BY_NAME, field_errors, org_id, parse_uuid
 

@@ -11,10 +11,12 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import utcnow
 from app.config import Settings
+from app.errors import Forbidden, ValidationProblem
 from app.tenants.guards import requires_principal
 from app.tenants.principal import ALL_SCOPES, ROLE_SCOPES, Principal
-from app.tenants.services import AccountService, Forbidden, TokenService, ValidationProblem, utcnow
+from app.tenants.services import AccountService, TokenService
 from app.web.common import (
     NEWEST,
     FormErrors,

@@ -12,10 +12,11 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import Conflict, Forbidden, ValidationProblem
 from app.tenants.guards import requires_org_admin
 from app.tenants.models import Organization, Role
 from app.tenants.principal import Principal
-from app.tenants.services import Conflict, Forbidden, UserService, ValidationProblem
+from app.tenants.services import UserService
 from app.web.common import (
     NEWEST,
     ROLE_LABELS,
