@@ -12,7 +12,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.clock import utcnow
+from app.clock import aware, utcnow
 from app.db.config import database_message
 from app.logging import get_logger
 from app.tenants.models import AccessToken, ApiClient, Organization, Role, User
@@ -81,7 +81,7 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             token_id = token.id
             now = utcnow()
             last = token.last_used_at
-            if last is None or (now - (last if last.tzinfo else last.replace(tzinfo=now.tzinfo))).total_seconds() > 60:
+            if last is None or (now - aware(last)).total_seconds() > 60:
                 await _record_use(session, token, now)
         return AuthenticationResult(user=principal, auth=token_id)
 

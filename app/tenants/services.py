@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +13,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService, is_dict
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import noload
 
-from app.clock import utcnow
+from app.clock import aware, utcnow
 from app.errors import Conflict, Forbidden, ValidationProblem
 from app.tenants.models import (
     AccessToken,
@@ -35,13 +35,6 @@ from app.tenants.security import (
     verify_password,
 )
 from app.tenants.sessions import end_user_sessions
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
 
 # ---------------------------------------------------------------- organizations (instance-wide)
 
@@ -431,7 +424,7 @@ class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):
         token, user, client, org = row
         if token.revoked_at is not None:
             return None
-        expires_at = _aware(token.expires_at)
+        expires_at = aware(token.expires_at)
         if expires_at is not None and expires_at <= utcnow():
             return None
         owner: User | ApiClient
@@ -485,7 +478,7 @@ class PasswordResetService(SQLAlchemyAsyncRepositoryService[PasswordResetToken])
         row = await self.get_one_or_none(PasswordResetToken.token_hash == hash_secret(raw))
         if row is None or row.used_at is not None:
             return None
-        expires_at = _aware(row.expires_at)
+        expires_at = aware(row.expires_at)
         if expires_at is None or expires_at <= utcnow():
             return None
         return row

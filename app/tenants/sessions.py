@@ -8,7 +8,7 @@ suspended organization — is refused at once by every web process, even from a 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 from advanced_alchemy.exceptions import NotFoundError
@@ -18,7 +18,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
-from app.clock import utcnow
+from app.clock import aware, utcnow
 from app.tenants.models import Organization, Role, User, WebSession
 from app.tenants.security import hash_secret, new_secret
 
@@ -26,10 +26,6 @@ from app.tenants.security import hash_secret, new_secret
 SESSION_KEY = "sid"
 #: ``last_seen_at`` is written at most this often per session
 TOUCH_EVERY = timedelta(minutes=1)
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 async def end_user_sessions(db: AsyncSession, user_id: UUID, keep: UUID | None = None) -> int:
@@ -99,7 +95,7 @@ class WebSessionService(SQLAlchemyAsyncRepositoryService[WebSession]):
         if row is None:
             return None
         web, user, org = row
-        if web.revoked_at is not None or _aware(web.expires_at) <= utcnow() or not user.is_active:
+        if web.revoked_at is not None or aware(web.expires_at) <= utcnow() or not user.is_active:
             return None
         if user.role != Role.SYSADMIN and (org is None or org.suspended):
             return None
@@ -108,7 +104,7 @@ class WebSessionService(SQLAlchemyAsyncRepositoryService[WebSession]):
     def touch(self, web: WebSession) -> bool:
         """Note activity, at most once a minute; True when there is something to commit."""
         now = utcnow()
-        if now - _aware(web.last_seen_at) < TOUCH_EVERY:
+        if now - aware(web.last_seen_at) < TOUCH_EVERY:
             return False
         web.last_seen_at = now
         return True
