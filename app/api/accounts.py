@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -16,6 +16,7 @@ from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import (
+    changes,
     org_clients,
     org_users,
     provide_accounts,
@@ -38,10 +39,6 @@ from app.tenants.services import (
 )
 
 NEWEST = OrderBy(field_name="created_at", sort_order="desc")
-
-
-def _changes(data: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
 
 
 class MeController(Controller):
@@ -90,7 +87,7 @@ class OrganizationController(Controller):
     async def update_organization(
         self, organizations: OrganizationService, organization_id: UUID, data: schemas.OrganizationUpdate
     ) -> schemas.Organization:
-        org = await organizations.update(_changes(data), item_id=organization_id)
+        org = await organizations.update(changes(data), item_id=organization_id)
         return organizations.to_schema(org, schema_type=schemas.Organization)
 
     @delete("/{organization_id:uuid}", summary="Delete an organization and all its data")
@@ -181,7 +178,7 @@ class UserController(Controller):
         self, db_session: AsyncSession, principal: Principal, user_id: UUID, data: schemas.UserUpdate
     ) -> schemas.User:
         service = await self._target(db_session, principal, user_id)
-        user = await service.update_user(principal, user_id, _changes(data))
+        user = await service.update_user(principal, user_id, changes(data))
         return service.to_schema(user, schema_type=schemas.User)
 
     @delete("/{user_id:uuid}", summary="Remove a user")

@@ -18,6 +18,7 @@ from litestar.params import Body, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.deps import changes
 from app.contacts import csvio, schemas
 from app.contacts.fields import FieldError, check_region
 from app.contacts.services import CategoryService, ContactService
@@ -59,10 +60,6 @@ def provide_contacts(db_session: AsyncSession, principal: Principal) -> ContactS
 
 def provide_categories(db_session: AsyncSession, principal: Principal) -> CategoryService:
     return CategoryService(session=db_session, organization_id=_org(principal))
-
-
-def _changes(data: msgspec.Struct) -> dict[str, Any]:
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
 
 
 @dataclass
@@ -148,7 +145,7 @@ class ContactController(Controller):
     async def update_contact(
         self, contacts: ContactService, contact_id: UUID, data: schemas.ContactUpdate
     ) -> schemas.Contact:
-        contact = await contacts.update_contact(contact_id, _changes(data))
+        contact = await contacts.update_contact(contact_id, changes(data))
         return contacts.to_schema(contact, schema_type=schemas.Contact)
 
     @delete("/{contact_id:uuid}", summary="Delete a contact", guards=[WRITE])
@@ -182,7 +179,7 @@ class CategoryController(Controller):
     async def update_category(
         self, categories: CategoryService, category_id: UUID, data: schemas.CategoryUpdate
     ) -> schemas.Category:
-        category = await categories.update_category(category_id, _changes(data))
+        category = await categories.update_category(category_id, changes(data))
         return categories.to_schema(category, schema_type=schemas.Category)
 
     @delete("/{category_id:uuid}", summary="Delete a category (its contacts stay)", guards=[WRITE])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.filters import LimitOffset
 from litestar import Request
 from litestar.params import Parameter
@@ -14,6 +15,11 @@ from app.errors import ValidationProblem
 from app.tenants.guards import principal_of
 from app.tenants.principal import Principal
 from app.tenants.services import AccountService, ApiClientService, OrganizationService, TokenService, UserService
+
+
+def changes(data: msgspec.Struct) -> dict[str, Any]:
+    """The fields a PATCH body sets (everything not left UNSET), for a service's ``update``."""
+    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
 
 
 def provide_principal(request: Request[Any, Any, Any]) -> Principal:

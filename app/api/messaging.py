@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.deps import changes
 from app.contacts.services import ContactService
 from app.errors import ValidationProblem
 from app.messaging import schemas
@@ -82,8 +83,7 @@ class ServicechainController(Controller):
     async def update_chain(
         self, chains: ServicechainService, chain_id: UUID, data: schemas.ServicechainUpdate
     ) -> schemas.Servicechain:
-        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-        chain = await chains.update_chain(chain_id, changes)
+        chain = await chains.update_chain(chain_id, changes(data))
         return chains.to_schema(chain, schema_type=schemas.Servicechain)
 
     @delete(

@@ -5,8 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get, patch
 from litestar.di import Provide
 
-from app.api.accounts import _changes
-from app.api.deps import provide_organizations
+from app.api.deps import changes, provide_organizations
 from app.api.messaging import _org
 from app.tenants import schemas
 from app.tenants.guards import requires_scope
@@ -33,5 +32,5 @@ class OwnOrganizationController(Controller):
     async def update_own(
         self, organizations: OrganizationService, principal: Principal, data: schemas.OwnOrganizationUpdate
     ) -> schemas.Organization:
-        org = await organizations.update_own(_org(principal), _changes(data))
+        org = await organizations.update_own(_org(principal), changes(data))
         return organizations.to_schema(org, schema_type=schemas.Organization)
