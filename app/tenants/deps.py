@@ -1,0 +1,110 @@
+"""One way to get a service: for the API, the pages, the jobs and the CLI.
+
+* :func:`acting_organization` — the organization a request acts on, with one answer on both faces for a
+  sysadmin (who belongs to none): **403** for what belongs to an organization (decision 0018).
+* :func:`org_service` — a Litestar provider of an organization-scoped service built for the caller's
+  organization: ``dependencies = {"contacts": org_service(ContactService)}``.
+* :func:`service` — a provider of a service that is not scoped (organizations, accounts, tokens).
+* :func:`scoped` — the same construction outside a request (jobs, the CLI), from a session and an id.
+
+A service's extra keyword-only constructor arguments (``settings``, ``registry``…) are asked of
+Litestar's dependency injection by name, so a new service needs no hand-written ``provide_*``.
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, get_type_hints
+from uuid import UUID
+
+from litestar.di import Provide
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Forbidden, ValidationProblem
+from app.tenants.principal import Principal
+
+S = TypeVar("S")
+
+#: what a sysadmin is told when they reach something that belongs to an organization
+NO_ORGANIZATION = "{what} belongs to an organization and sysadmins have none: sign in as a member of one."
+
+
+class NoOrganization(Forbidden):
+    """A sysadmin (no organization) reached something that belongs to one (403 on both faces)."""
+
+    def __init__(self, what: str = "This resource") -> None:
+        super().__init__(NO_ORGANIZATION.format(what=what))
+
+
+def acting_organization(
+    principal: Principal, organization_id: UUID | None = None, *, what: str = "This resource"
+) -> UUID:
+    """The organization a request acts on: the caller's own. A sysadmin may name one where an endpoint
+    takes ``organization_id`` (omitting it there is a missing field: 422); elsewhere a sysadmin is
+    refused with :class:`NoOrganization` (403)."""
+    if principal.is_sysadmin and organization_id is not None:
+        return organization_id
+    if principal.organization_id is not None:
+        return principal.organization_id
+    raise NoOrganization(what)
+
+
+def organization_required(principal: Principal, organization_id: UUID | None) -> UUID:
+    """For the endpoints where a sysadmin names the organization: 422 when they did not."""
+    if principal.is_sysadmin and organization_id is None:
+        raise ValidationProblem("organization_id is required for a sysadmin.", "organization_id")
+    return acting_organization(principal, organization_id)
+
+
+def _extras(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword-only constructor arguments of ``cls`` besides the session and organization."""
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        name: p
+        for name, p in params.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in {"session", "organization_id"}
+    }
+
+
+def _provider(cls: type[S], head: list[inspect.Parameter], build: Callable[..., S]) -> Provide:
+    hints = get_type_hints(cls.__init__)
+    extras = _extras(cls)
+    params = head + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(name, Any)) for name in extras
+    ]
+    # only the extras without a default are asked for; an optional one is passed when Litestar has it
+    params = [p for p in params if p.name not in extras or extras[p.name].default is inspect.Parameter.empty]
+
+    def provide(**kwargs: Any) -> S:
+        return build(**kwargs)
+
+    provide.__signature__ = inspect.Signature(params, return_annotation=cls)  # type: ignore[attr-defined]
+    provide.__annotations__ = {p.name: p.annotation for p in params} | {"return": cls}
+    provide.__name__ = provide.__qualname__ = f"provide_{cls.__name__}"
+    return Provide(provide, sync_to_thread=False)
+
+
+_SESSION = inspect.Parameter("db_session", inspect.Parameter.KEYWORD_ONLY, annotation=AsyncSession)
+_PRINCIPAL = inspect.Parameter("principal", inspect.Parameter.KEYWORD_ONLY, annotation=Principal)
+
+
+def org_service(cls: type[S], *, what: str = "This resource") -> Provide:
+    """A provider of ``cls`` built for the caller's organization (a sysadmin: 403)."""
+
+    def build(*, db_session: AsyncSession, principal: Principal, **extras: Any) -> S:
+        return cls(session=db_session, organization_id=acting_organization(principal, what=what), **extras)  # type: ignore[call-arg]
+
+    return _provider(cls, [_SESSION, _PRINCIPAL], build)
+
+
+def service(cls: type[S]) -> Provide:
+    """A provider of a service that sees every organization (sysadmin pages, accounts, tokens)."""
+
+    def build(*, db_session: AsyncSession, **extras: Any) -> S:
+        return cls(session=db_session, **extras)  # type: ignore[call-arg]
+
+    return _provider(cls, [_SESSION], build)
+
+
+def scoped(cls: type[S], session: AsyncSession, organization_id: UUID, **extras: Any) -> S:
+    """``cls`` for one organization outside a request (a job, the CLI): the same construction."""
+    return cls(session=session, organization_id=organization_id, **extras)  # type: ignore[call-arg]
