@@ -57,7 +57,7 @@ def organization_required(principal: Principal, organization_id: UUID | None) ->
 
 def _extras(cls: type) -> dict[str, inspect.Parameter]:
     """The keyword-only constructor arguments of ``cls`` besides the session and organization."""
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     return {
         name: p
         for name, p in params.items()
@@ -66,7 +66,7 @@ def _extras(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def _provider(cls: type[S], head: list[inspect.Parameter], build: Callable[..., S]) -> Provide:
-    hints = get_type_hints(cls.__init__)
+    hints = get_type_hints(cls.__init__)  # type: ignore[misc]
     extras = _extras(cls)
     params = head + [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(name, Any)) for name in extras
