@@ -66,7 +66,7 @@ def _extras(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def _provider(cls: type[S], head: list[inspect.Parameter], build: Callable[..., S]) -> Provide:
-    hints = get_type_hints(cls.__init__)  # type: ignore[misc]
+    hints = get_type_hints(cls.__init__)
     extras = _extras(cls)
     params = head + [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(name, Any)) for name in extras
