@@ -40,6 +40,7 @@ from app.plugins.registry import load_registry, startup_check
 from app.web.errors import web_exception_handler
 from app.web.router import make_web_router
 from app.web.security_headers import security_headers_hook
+from app.web.templating import register_globals
 from app.worker.queues import DEFAULT_QUEUE, make_queues
 
 JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema")
@@ -88,8 +89,10 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 await queue.connect()
             app.state.coordinator = Coordinator(
                 settings=settings,
-                registry=load_registry(settings), queues=app.state.queues,
-                send_timeout=settings.worker.send_timeout, heartbeat=settings.worker.heartbeat_seconds,
+                registry=load_registry(settings),
+                queues=app.state.queues,
+                send_timeout=settings.worker.send_timeout,
+                heartbeat=settings.worker.heartbeat_seconds,
             )
             # the plugin health check: load and self-test every plugin, record it for every process
             await startup_check(settings, self.sqlalchemy.create_session_maker())
@@ -101,7 +104,9 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 await app.state.redis.aclose()
 
         app_config.lifespan.append(lifespan)
-        templates = TemplateConfig(directory=BASE_DIR / "templates", engine=JinjaTemplateEngine)
+        templates = TemplateConfig(
+            directory=BASE_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=register_globals
+        )
         app_config.template_config = templates
         app_config.plugins.extend(
             [SQLAlchemyPlugin(config=self.sqlalchemy), HTMXPlugin(), FlashPlugin(config=FlashConfig(templates))]
