@@ -89,10 +89,8 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 await queue.connect()
             app.state.coordinator = Coordinator(
                 settings=settings,
-                registry=load_registry(settings),
-                queues=app.state.queues,
-                send_timeout=settings.worker.send_timeout,
-                heartbeat=settings.worker.heartbeat_seconds,
+                registry=load_registry(settings), queues=app.state.queues,
+                send_timeout=settings.worker.send_timeout, heartbeat=settings.worker.heartbeat_seconds,
             )
             # the plugin health check: load and self-test every plugin, record it for every process
             await startup_check(settings, self.sqlalchemy.create_session_maker())

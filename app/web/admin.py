@@ -10,7 +10,7 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.tenants.deps import service
+from app.tenants.deps import scoped, service
 from app.tenants.guards import requires_sysadmin
 from app.tenants.models import Organization, Role
 from app.tenants.principal import Principal
@@ -69,7 +69,7 @@ class OrganizationPages(Controller):
         status: int = 200,
     ) -> Response[Any]:
         org = await organizations.get(organization_id)
-        users = UserService(session=db_session, organization_id=org.id)
+        users = scoped(UserService, db_session, org.id)
         context = {
             "org": org,
             "users": await paged(users, page_number, url=f"{LIST_URL}/{org.id}"),
@@ -120,7 +120,7 @@ class OrganizationPages(Controller):
         if not errors:
             _check_role_assignment(principal, data["role"])
             async with catching(errors, unique=("email", "A user with this email already exists."), session=db_session):
-                user = await UserService(session=db_session, organization_id=org.id).create(dict(data))
+                user = await scoped(UserService, db_session, org.id).create(dict(data))
             if not errors:
                 flash(request, f"{user.name} <{user.email}> is now an admin of “{org.name}”.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{org.id}")

@@ -117,8 +117,8 @@ def contact_form_state(contact: Contact) -> dict[str, Any]:
 async def _choices(contacts: ContactService) -> dict[str, Any]:
     """The categories and servicechains a contact form offers."""
     session = contacts.repository.session
-    categories = await CategoryService(session=session, organization_id=contacts.organization_id).list(BY_NAME)
-    chains = await ServicechainService(session=session, organization_id=contacts.organization_id).list(BY_NAME)
+    categories = await scoped(CategoryService, session, contacts.organization_id).list(BY_NAME)
+    chains = await scoped(ServicechainService, session, contacts.organization_id).list(BY_NAME)
     return {
         "category_options": [(str(c.id), c.name) for c in categories],
         "chain_options": [("", "No default chain"), *((str(c.id), c.name) for c in chains)],
@@ -261,11 +261,11 @@ class ContactPages(Controller):
         session = contacts.repository.session
         chain = None
         if contact.servicechain_id is not None:
-            chains = ServicechainService(session=session, organization_id=contacts.organization_id)
+            chains = scoped(ServicechainService, session, contacts.organization_id)
             chain = await chains.get_one_or_none(id=contact.servicechain_id)
         conversation: FilteredPage[Message] | None = None
         if principal.has_scope("messages:read"):
-            messages = MessageService(session=session, organization_id=contacts.organization_id)
+            messages = scoped(MessageService, session, contacts.organization_id)
             total = await messages.count(Message.contact_id == contact.id)
             pages = max(1, math.ceil(total / CONVERSATION_PAGE_SIZE))
             try:
