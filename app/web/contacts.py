@@ -144,6 +144,7 @@ class ContactPages(Controller):
         query = (q or "").strip()
         category_id = parse_uuid(category)
         errors = FormErrors()
+        filters: list[Any] | None = None
         try:
             filters = contacts.search_filters(query or None, category_id)
         except ValidationProblem as exc:
@@ -151,7 +152,7 @@ class ContactPages(Controller):
         params = {"q": query, "category_id": str(category_id) if category_id else ""}
 
         async def rows(window: LimitOffset) -> tuple[Any, int]:
-            return await contacts.search(*filters, window) if not errors else ([], 0)
+            return ([], 0) if filters is None else await contacts.search(*filters, window)
 
         return await LIST.render(
             request,

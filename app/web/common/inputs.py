@@ -62,7 +62,7 @@ async def catching(
 ) -> AsyncIterator[None]:
     """Around the service call of a form: its refusal goes into ``errors`` instead of an error page.
 
-    ``ValidationProblem`` (and the ``also`` types, e.g. ``Forbidden``) go next to their field, else
+    ``ValidationProblem`` (and the ``also`` types: ``Forbidden``, ``Conflict``) go next to their field, else
     ``default``. With ``unique = (field, message)``: a ``Conflict`` goes next to that field, and a duplicate
     key the database refused is rolled back (``session``) and told with ``message``. Afterwards ``errors``
     is empty exactly when the call went through.
