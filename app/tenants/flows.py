@@ -7,11 +7,11 @@ import uuid
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.queues import PASSWORD_RESET_OPTIONS
 from app.tenants.models import Organization, Role, User
 from app.tenants.ratelimit import RateLimit
 from app.tenants.services import AccountService
 from app.tenants.throttle import LoginThrottle
-from app.worker.jobs import PASSWORD_RESET_OPTIONS
 
 
 class LoginRefused(Exception):

@@ -24,8 +24,8 @@ from app.contacts.services import ContactService
 from app.errors import Conflict, ValidationProblem
 from app.messaging.models import Servicechain
 from app.messaging.services import ServicechainService
-from app.plugins.schemas import Service
-from app.plugins.services import ServiceCatalog
+from app.servicehost.schemas import Service
+from app.servicehost.services import ServiceCatalog
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
 from app.web.common import (
