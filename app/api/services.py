@@ -13,10 +13,10 @@ from litestar.params import Body
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import ValidationProblem
 from app.plugins import schemas
 from app.plugins.registry import PluginRegistry, load_registry
 from app.plugins.services import CredentialService, ServiceCatalog
+from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_org_admin, requires_scope
 from app.tenants.principal import Principal
 
@@ -27,27 +27,13 @@ def provide_registry(settings: Settings) -> PluginRegistry:
     return load_registry(settings)
 
 
-def provide_credentials(
-    db_session: AsyncSession, principal: Principal, settings: Settings, registry: PluginRegistry
-) -> CredentialService | None:
-    """The caller's organization's credentials; None for a sysadmin (who belongs to none)."""
-    if principal.organization_id is None:
-        return None
-    return CredentialService(
-        session=db_session, organization_id=principal.organization_id, settings=settings, registry=registry
-    )
-
-
 def provide_catalog(
-    db_session: AsyncSession, registry: PluginRegistry, credentials: CredentialService | None
+    db_session: AsyncSession, principal: Principal, settings: Settings, registry: PluginRegistry
 ) -> ServiceCatalog:
+    """Every installed service's health, for anyone; a sysadmin (no organization) has no credentials."""
+    org = principal.organization_id
+    credentials = scoped(CredentialService, db_session, org, settings=settings, registry=registry) if org else None
     return ServiceCatalog(db_session, registry, credentials)
-
-
-def _org_credentials(credentials: CredentialService | None) -> CredentialService:
-    if credentials is None:
-        raise ValidationProblem("Service credentials belong to an organization; sysadmins have none.")
-    return credentials
 
 
 class ServiceController(Controller):
@@ -55,7 +41,7 @@ class ServiceController(Controller):
     tags = ["services"]
     dependencies = {
         "registry": Provide(provide_registry, sync_to_thread=False),
-        "credentials": Provide(provide_credentials, sync_to_thread=False),
+        "credentials": org_service(CredentialService, what="A service's credentials"),
         "catalog": Provide(provide_catalog, sync_to_thread=False),
     }
 
@@ -88,13 +74,12 @@ class ServiceController(Controller):
         self,
         name: str,
         catalog: ServiceCatalog,
-        credentials: CredentialService | None,
+        credentials: CredentialService,
         data: dict[str, Any] = Body(description="The credentials object; see the service's credentials_schema."),
     ) -> schemas.ServiceDetail:
-        service = _org_credentials(credentials)
         if not await catalog.exists(name):
             raise NotFoundError(f"No service named {name!r}.")
-        await service.put(name, data)
+        await credentials.put(name, data)
         return await catalog.get(name)
 
     @delete(
@@ -102,5 +87,5 @@ class ServiceController(Controller):
         summary="Delete this organization's credentials for a service",
         guards=[requires_org_admin],
     )
-    async def delete_credentials(self, name: str, credentials: CredentialService | None) -> None:
-        await _org_credentials(credentials).remove(name)
+    async def delete_credentials(self, name: str, credentials: CredentialService) -> None:
+        await credentials.remove(name)
