@@ -50,6 +50,7 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
     """The embedded run's demo: an organization, its admin, and its default chain on the ``log`` service."""
     from app.messaging.services import ServicechainService
     from app.plugins.registry import check_and_record, load_registry
+    from app.tenants.deps import scoped
     from app.tenants.models import Organization, Role
     from app.tenants.services import UserService
 
@@ -60,10 +61,10 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
             org = Organization(name="Demo organization")
             session.add(org)
             await session.flush()
-            await UserService(session=session, organization_id=org.id).create(
+            await scoped(UserService, session, org.id).create(
                 {"email": admin_email, "name": "Demo Admin", "password": password, "role": Role.ORG_ADMIN}
             )
-            chain = await ServicechainService(session=session, organization_id=org.id).create_chain(
+            chain = await scoped(ServicechainService, session, org.id).create_chain(
                 {"name": "Default (log)", "services": ["log"], "description": "Writes to var/outbox.jsonl"}
             )
             org.default_servicechain_id = chain.id  # a first message needs no chain named
