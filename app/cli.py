@@ -36,7 +36,7 @@ def upgrade_database(settings: Settings, revision: str = "head", sql: bool = Fal
 
 
 async def _create_sysadmin(settings: Settings, email: str, password: str, name: str) -> None:
-    from app.tenants.services import AccountService
+    from app.tenants.users import AccountService
 
     engine, sessions = _sessions(settings)
     try:
@@ -52,7 +52,7 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
     from app.plugins.registry import check_and_record, load_registry
     from app.tenants.deps import scoped
     from app.tenants.models import Organization, Role
-    from app.tenants.services import UserService
+    from app.tenants.users import UserService
 
     engine, sessions = _sessions(settings)
     try:
@@ -74,7 +74,8 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
 
 
 async def _create_token(settings: Settings, email: str, scopes: list[str] | None, name: str, days: int | None) -> str:
-    from app.tenants.services import AccountService, TokenService
+    from app.tenants.services import TokenService
+    from app.tenants.users import AccountService
 
     engine, sessions = _sessions(settings)
     try:

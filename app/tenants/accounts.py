@@ -5,7 +5,7 @@ An org admin (or an API client holding ``users:admin``) manages the accounts of 
 a sysadmin, who belongs to none, manages everyone's and names the organization a new account goes to
 (422 without it). Another organization's account, or naming another organization, answers 404 exactly
 like a missing one. What a credential may grant (roles, scopes, passwords) is decided by the services
-underneath (:meth:`UserService.create_user`, :meth:`ApiClientService.create_client`).
+underneath (:meth:`UserService.create_user` in ``users.py``, :meth:`ApiClientService.create_client`).
 
 Both are provided with ``service(UserAdmin)`` / ``service(ApiClientAdmin)`` (``app/tenants/deps.py``).
 """
@@ -26,12 +26,8 @@ from app.tenants import flows, schemas
 from app.tenants.deps import acting_organization, organization_required, scoped
 from app.tenants.models import ApiClient, Organization, Role, User
 from app.tenants.principal import Principal
-from app.tenants.services import (
-    AccountService,
-    ApiClientService,
-    InstanceApiClientService,
-    UserService,
-)
+from app.tenants.services import ApiClientService, InstanceApiClientService
+from app.tenants.users import AccountService, UserService
 
 
 async def organization_of_new_account(session: AsyncSession, actor: Principal, organization_id: UUID | None) -> UUID:
