@@ -33,7 +33,7 @@ def upgrade_database(settings: Settings, revision: str = "head", sql: bool = Fal
 
 
 async def _create_sysadmin(settings: Settings, email: str, password: str, name: str) -> None:
-    from app.tenants.services import AccountService
+    from app.tenants.users import AccountService
 
     engine, sessions = _sessions(settings)
     try:
@@ -47,8 +47,9 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
     """The embedded run's demo: an organization, its admin, and its default chain on the ``log`` service."""
     from app.messaging.services import ServicechainService
     from app.servicehost.registry import check_and_record, load_registry
+    from app.tenants.deps import scoped
     from app.tenants.models import Organization, Role
-    from app.tenants.services import UserService
+    from app.tenants.users import UserService
 
     engine, sessions = _sessions(settings)
     try:
@@ -57,10 +58,10 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
             org = Organization(name="Demo organization")
             session.add(org)
             await session.flush()
-            await UserService(session=session, organization_id=org.id).create(
+            await scoped(UserService, session, org.id).create(
                 {"email": admin_email, "name": "Demo Admin", "password": password, "role": Role.ORG_ADMIN}
             )
-            chain = await ServicechainService(session=session, organization_id=org.id).create_chain(
+            chain = await scoped(ServicechainService, session, org.id).create_chain(
                 {"name": "Default (log)", "services": ["log"], "description": "Writes to var/outbox.jsonl"}
             )
             org.default_servicechain_id = chain.id  # a first message needs no chain named
@@ -70,7 +71,8 @@ async def _create_demo_organization(settings: Settings, admin_email: str, passwo
 
 
 async def _create_token(settings: Settings, email: str, scopes: list[str] | None, name: str, days: int | None) -> str:
-    from app.tenants.services import AccountService, TokenService
+    from app.tenants.services import TokenService
+    from app.tenants.users import AccountService
 
     engine, sessions = _sessions(settings)
     try:

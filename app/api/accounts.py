@@ -10,33 +10,19 @@ from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.service import OffsetPagination
 from litestar import Controller, delete, get, patch, post
-from litestar.di import Provide
 from litestar.params import Parameter
 from saq import Queue
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import (
-    changes,
-    org_clients,
-    org_users,
-    provide_accounts,
-    provide_organizations,
-    provide_tokens,
-)
-from app.errors import ValidationProblem
+from app.api.deps import changes
 from app.messaging import credits
-from app.tenants import flows, schemas
+from app.tenants import schemas
+from app.tenants.accounts import ApiClientAdmin, UserAdmin
+from app.tenants.deps import service
 from app.tenants.guards import requires_org_admin, requires_sysadmin, requires_user
-from app.tenants.models import ApiClient, Organization, Role, User
+from app.tenants.models import Organization, User
 from app.tenants.principal import Principal
-from app.tenants.services import (
-    AccountService,
-    ApiClientService,
-    InstanceApiClientService,
-    OrganizationService,
-    TokenService,
-    UserService,
-)
+from app.tenants.services import OrganizationService, TokenService
 
 NEWEST = OrderBy(field_name="created_at", sort_order="desc")
 
@@ -63,7 +49,7 @@ class OrganizationController(Controller):
     path = "/organizations"
     tags = ["organizations"]
     guards = [requires_sysadmin]
-    dependencies = {"organizations": Provide(provide_organizations, sync_to_thread=False)}
+    dependencies = {"organizations": service(OrganizationService)}
 
     @get("", summary="List organizations")
     async def list_organizations(
@@ -106,85 +92,38 @@ class OrganizationController(Controller):
 
 
 class UserController(Controller):
-    """Org admins manage their organization's users; a sysadmin manages anyone's."""
+    """Org admins manage their organization's users; a sysadmin manages anyone's (``app/tenants/accounts.py``)."""
 
     path = "/users"
     tags = ["users"]
     guards = [requires_org_admin]
-    dependencies = {"accounts": Provide(provide_accounts, sync_to_thread=False)}
-
-    async def _target(
-        self, db_session: AsyncSession, principal: Principal, user_id: UUID
-    ) -> UserService | AccountService:
-        if not principal.is_sysadmin:
-            return org_users(db_session, principal)
-        user = await db_session.get(User, user_id)
-        if user is None:
-            raise NotFoundError("User not found")
-        if user.organization_id is None:
-            return AccountService(session=db_session)
-        return UserService(session=db_session, organization_id=user.organization_id)
+    dependencies = {"users": service(UserAdmin)}
 
     @get("", summary="List users")
     async def list_users(
         self,
-        db_session: AsyncSession,
-        principal: Principal,
-        accounts: AccountService,
+        users: UserAdmin,
         limit_offset: LimitOffset,
         organization_id: Annotated[UUID | None, Parameter(query="organization_id")] = None,
     ) -> OffsetPagination[schemas.User]:
-        service: UserService | AccountService
-        service = accounts if principal.is_sysadmin and organization_id is None else org_users(
-            db_session, principal, organization_id
-        )
-        items, total = await service.list_and_count(limit_offset, NEWEST)
-        return service.to_schema(items, total, filters=[limit_offset], schema_type=schemas.User)
-
-    async def _home_of_new_user(
-        self, db_session: AsyncSession, principal: Principal, role: str, org_id: UUID | None
-    ) -> UserService | AccountService:
-        """Where a new user goes: another organization answers 404, exactly like a missing one."""
-        if role == Role.SYSADMIN:
-            if org_id is not None:
-                raise ValidationProblem("A sysadmin belongs to no organization.", "organization_id")
-            return AccountService(session=db_session)
-        if principal.is_sysadmin:
-            if org_id is None:
-                raise ValidationProblem("organization_id is required.", "organization_id")
-            if await db_session.get(Organization, org_id) is None:
-                raise NotFoundError("Organization not found")
-        elif org_id is not None and org_id != principal.organization_id:
-            raise NotFoundError("Organization not found")
-        return org_users(db_session, principal, org_id)
+        items, total = await users.list_and_count(limit_offset, NEWEST, organization_id=organization_id)
+        return users.to_schema(items, total, filters=[limit_offset], schema_type=schemas.User)
 
     @post("", summary="Create a user (without a password, they are mailed a link to choose one)")
-    async def create_user(
-        self, db_session: AsyncSession, principal: Principal, queue: Queue, data: schemas.UserCreate
-    ) -> schemas.User:
-        body = msgspec.structs.asdict(data)
-        service = await self._home_of_new_user(db_session, principal, data.role, body.pop("organization_id"))
-        user = await service.create_user(principal, body)
-        await flows.invite_new_user(db_session, queue, user)
-        return service.to_schema(user, schema_type=schemas.User)
+    async def create_user(self, users: UserAdmin, queue: Queue, data: schemas.UserCreate) -> schemas.User:
+        return users.to_schema(await users.create(data, queue), schema_type=schemas.User)
 
     @get("/{user_id:uuid}", summary="Get a user")
-    async def get_user(self, db_session: AsyncSession, principal: Principal, user_id: UUID) -> schemas.User:
-        service = await self._target(db_session, principal, user_id)
-        return service.to_schema(await service.get(user_id), schema_type=schemas.User)
+    async def get_user(self, users: UserAdmin, user_id: UUID) -> schemas.User:
+        return users.to_schema(await users.get(user_id), schema_type=schemas.User)
 
     @patch("/{user_id:uuid}", summary="Update a user (name, email, role, password, active)")
-    async def update_user(
-        self, db_session: AsyncSession, principal: Principal, user_id: UUID, data: schemas.UserUpdate
-    ) -> schemas.User:
-        service = await self._target(db_session, principal, user_id)
-        user = await service.update_user(principal, user_id, changes(data))
-        return service.to_schema(user, schema_type=schemas.User)
+    async def update_user(self, users: UserAdmin, user_id: UUID, data: schemas.UserUpdate) -> schemas.User:
+        return users.to_schema(await users.update(user_id, changes(data)), schema_type=schemas.User)
 
     @delete("/{user_id:uuid}", summary="Remove a user")
-    async def delete_user(self, db_session: AsyncSession, principal: Principal, user_id: UUID) -> None:
-        service = await self._target(db_session, principal, user_id)
-        await service.remove_user(principal, user_id)
+    async def delete_user(self, users: UserAdmin, user_id: UUID) -> None:
+        await users.remove(user_id)
 
 
 class ApiClientController(Controller):
@@ -193,57 +132,29 @@ class ApiClientController(Controller):
     path = "/clients"
     tags = ["API clients"]
     guards = [requires_org_admin]
-
-    async def _target(self, db_session: AsyncSession, principal: Principal, client_id: UUID) -> ApiClientService:
-        if not principal.is_sysadmin:
-            return org_clients(db_session, principal)
-        row = await db_session.get(ApiClient, client_id)
-        if row is None:
-            raise NotFoundError("API client not found")
-        return ApiClientService(session=db_session, organization_id=row.organization_id)
+    dependencies = {"clients": service(ApiClientAdmin)}
 
     @get("", summary="List API clients")
     async def list_clients(
         self,
-        db_session: AsyncSession,
-        principal: Principal,
+        clients: ApiClientAdmin,
         limit_offset: LimitOffset,
         organization_id: Annotated[UUID | None, Parameter(query="organization_id")] = None,
     ) -> OffsetPagination[schemas.ApiClient]:
-        clients: ApiClientService | InstanceApiClientService
-        if principal.is_sysadmin and organization_id is None:
-            clients = InstanceApiClientService(session=db_session)
-        else:
-            clients = org_clients(db_session, principal, organization_id)
-        items, total = await clients.list_and_count(limit_offset, NEWEST)
+        items, total = await clients.list_and_count(limit_offset, NEWEST, organization_id=organization_id)
         return clients.to_schema(items, total, filters=[limit_offset], schema_type=schemas.ApiClient)
 
     @post("", summary="Create an API client (the secret is returned once)")
-    async def create_client(
-        self, db_session: AsyncSession, principal: Principal, data: schemas.ApiClientCreate
-    ) -> schemas.ApiClient:
-        org_id = data.organization_id
-        if principal.is_sysadmin:
-            if org_id is None:
-                raise ValidationProblem("organization_id is required.", "organization_id")
-            if await db_session.get(Organization, org_id) is None:
-                raise NotFoundError("Organization not found")
-        elif org_id is not None and org_id != principal.organization_id:
-            raise NotFoundError("Organization not found")
-        clients = org_clients(db_session, principal, org_id)
-        client, secret = await clients.create_client(principal, data.name, data.scopes)
-        out = clients.to_schema(client, schema_type=schemas.ApiClient)
-        out.client_secret = secret
-        return out
+    async def create_client(self, clients: ApiClientAdmin, data: schemas.ApiClientCreate) -> schemas.ApiClient:
+        client, secret = await clients.create(data)
+        return msgspec.structs.replace(clients.to_schema(client, schema_type=schemas.ApiClient), client_secret=secret)
 
     @get("/{client_id:uuid}", summary="Get an API client")
-    async def get_client(self, db_session: AsyncSession, principal: Principal, client_id: UUID) -> schemas.ApiClient:
-        clients = await self._target(db_session, principal, client_id)
+    async def get_client(self, clients: ApiClientAdmin, client_id: UUID) -> schemas.ApiClient:
         return clients.to_schema(await clients.get(client_id), schema_type=schemas.ApiClient)
 
     @delete("/{client_id:uuid}", summary="Revoke an API client and its tokens")
-    async def revoke_client(self, db_session: AsyncSession, principal: Principal, client_id: UUID) -> None:
-        clients = await self._target(db_session, principal, client_id)
+    async def revoke_client(self, clients: ApiClientAdmin, client_id: UUID) -> None:
         await clients.revoke(client_id)
 
 
@@ -253,7 +164,7 @@ class TokenController(Controller):
     path = "/tokens"
     tags = ["tokens"]
     guards = [requires_user]
-    dependencies = {"tokens": Provide(provide_tokens, sync_to_thread=False)}
+    dependencies = {"tokens": service(TokenService)}
 
     @get("", summary="List my personal access tokens")
     async def list_tokens(

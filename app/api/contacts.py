@@ -11,7 +11,6 @@ from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.service import OffsetPagination
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import UploadFile
-from litestar.di import Provide
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, Parameter
 from litestar.response import Stream
@@ -23,6 +22,7 @@ from app.contacts.fields import FieldError, check_region
 from app.contacts.services import CategoryService, ContactService
 from app.errors import ValidationProblem
 from app.tenants.auth import session_maker
+from app.tenants.deps import acting_organization, org_service, scoped
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
 
@@ -47,20 +47,6 @@ Region = Annotated[
 ]
 
 
-def _org(principal: Principal) -> UUID:
-    if principal.organization_id is None:
-        raise ValidationProblem("Contacts belong to an organization; sysadmins have none.")
-    return principal.organization_id
-
-
-def provide_contacts(db_session: AsyncSession, principal: Principal) -> ContactService:
-    return ContactService(session=db_session, organization_id=_org(principal))
-
-
-def provide_categories(db_session: AsyncSession, principal: Principal) -> CategoryService:
-    return CategoryService(session=db_session, organization_id=_org(principal))
-
-
 @dataclass
 class ContactImport:
     file: UploadFile
@@ -70,7 +56,7 @@ class ContactController(Controller):
     path = "/contacts"
     tags = ["contacts"]
     guards = [READ]
-    dependencies = {"contacts": Provide(provide_contacts, sync_to_thread=False)}
+    dependencies = {"contacts": org_service(ContactService, what="The contact list")}
 
     @get("", summary="List contacts (search with q, filter by category_id)")
     async def list_contacts(
@@ -109,7 +95,8 @@ class ContactController(Controller):
             default_region = check_region(region) if region else None
         except FieldError as exc:
             raise ValidationProblem(str(exc), "region") from None
-        contacts = ContactService(session=db_session, organization_id=_org(principal), default_region=default_region)
+        org = acting_organization(principal, what="The contact list")
+        contacts = scoped(ContactService, db_session, org, default_region=default_region)
         return await csvio.import_file(contacts, await data.file.read(csvio.MAX_BYTES + 1))
 
     @get("/export", summary="Export contacts as CSV (same columns as the import, plus id)", media_type="text/csv")
@@ -146,7 +133,7 @@ class CategoryController(Controller):
     path = "/categories"
     tags = ["categories"]
     guards = [READ]
-    dependencies = {"categories": Provide(provide_categories, sync_to_thread=False)}
+    dependencies = {"categories": org_service(CategoryService, what="The category list")}
 
     @get("", summary="List categories (by name)")
     async def list_categories(

@@ -10,33 +10,19 @@ import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.service import OffsetPagination
 from litestar import Controller, Response, delete, get, patch, post
-from litestar.di import Provide
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import changes
 from app.contacts.services import ContactService
-from app.errors import ValidationProblem
 from app.messaging import schemas
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, Message
 from app.messaging.services import MessageService, ServicechainService
+from app.tenants.deps import org_service
 from app.tenants.guards import requires_scope
-from app.tenants.principal import Principal
 
-
-def _org(principal: Principal) -> UUID:
-    if principal.organization_id is None:
-        raise ValidationProblem("This resource belongs to an organization; sysadmins have none.")
-    return principal.organization_id
-
-
-def provide_chains(db_session: AsyncSession, principal: Principal) -> ServicechainService:
-    return ServicechainService(session=db_session, organization_id=_org(principal))
-
-
-def provide_messages(db_session: AsyncSession, principal: Principal) -> MessageService:
-    return MessageService(session=db_session, organization_id=_org(principal))
+CHAINS = org_service(ServicechainService, what="The servicechain list")
+MESSAGES = org_service(MessageService, what="The message log")
 
 
 def message_out(message: Message, attempts: list[Attempt] | None = None) -> schemas.Message:
@@ -56,7 +42,7 @@ def message_out(message: Message, attempts: list[Attempt] | None = None) -> sche
 class ServicechainController(Controller):
     path = "/servicechains"
     tags = ["servicechains"]
-    dependencies = {"chains": Provide(provide_chains, sync_to_thread=False)}
+    dependencies = {"chains": CHAINS}
 
     @get("", summary="List servicechains", guards=[requires_scope("servicechains:read")])
     async def list_chains(
@@ -94,7 +80,7 @@ class ServicechainController(Controller):
 class MessageController(Controller):
     path = "/messages"
     tags = ["messages"]
-    dependencies = {"messages": Provide(provide_messages, sync_to_thread=False)}
+    dependencies = {"messages": MESSAGES}
 
     @post("", summary="Send a message (201; Idempotency-Key supported)", guards=[requires_scope("messages:send")])
     async def send(
@@ -147,7 +133,7 @@ class MessageController(Controller):
 class ConversationController(Controller):
     path = "/contacts/{contact_id:uuid}/messages"
     tags = ["contacts"]
-    dependencies = {"messages": Provide(provide_messages, sync_to_thread=False)}
+    dependencies = {"messages": MESSAGES}
 
     @get("", summary="A contact's conversation, both directions, oldest first",
          guards=[requires_scope("contacts:read", "messages:read")])

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from litestar import Controller, get, patch
-from litestar.di import Provide
 
-from app.api.deps import changes, provide_organizations
-from app.api.messaging import _org
+from app.api.deps import changes
 from app.tenants import schemas
+from app.tenants.deps import acting_organization, service
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
 from app.tenants.services import OrganizationService
@@ -18,11 +17,12 @@ class OwnOrganizationController(Controller):
 
     path = "/organization"
     tags = ["organization"]
-    dependencies = {"organizations": Provide(provide_organizations, sync_to_thread=False)}
+    dependencies = {"organizations": service(OrganizationService)}
 
     @get("", summary="The caller's own organization, with its default servicechain")
     async def get_own(self, organizations: OrganizationService, principal: Principal) -> schemas.Organization:
-        return organizations.to_schema(await organizations.get(_org(principal)), schema_type=schemas.Organization)
+        org = await organizations.get(acting_organization(principal))
+        return organizations.to_schema(org, schema_type=schemas.Organization)
 
     @patch(
         "",
@@ -32,5 +32,5 @@ class OwnOrganizationController(Controller):
     async def update_own(
         self, organizations: OrganizationService, principal: Principal, data: schemas.OwnOrganizationUpdate
     ) -> schemas.Organization:
-        org = await organizations.update_own(_org(principal), changes(data))
+        org = await organizations.update_own(acting_organization(principal), changes(data))
         return organizations.to_schema(org, schema_type=schemas.Organization)

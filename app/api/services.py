@@ -8,56 +8,20 @@ from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.service import OffsetPagination
 from litestar import Controller, delete, get, put
-from litestar.di import Provide
 from litestar.params import Body
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
-from app.errors import ValidationProblem
 from app.servicehost import schemas
-from app.servicehost.registry import PluginRegistry, load_registry
+from app.servicehost.deps import SERVICE_DEPENDENCIES
 from app.servicehost.services import CredentialService, ServiceCatalog
 from app.tenants.guards import requires_org_admin, requires_scope
-from app.tenants.principal import Principal
 
 NAME = "/{name:str}"
-
-
-def provide_registry(settings: Settings) -> PluginRegistry:
-    return load_registry(settings)
-
-
-def provide_credentials(
-    db_session: AsyncSession, principal: Principal, settings: Settings, registry: PluginRegistry
-) -> CredentialService | None:
-    """The caller's organization's credentials; None for a sysadmin (who belongs to none)."""
-    if principal.organization_id is None:
-        return None
-    return CredentialService(
-        session=db_session, organization_id=principal.organization_id, settings=settings, registry=registry
-    )
-
-
-def provide_catalog(
-    db_session: AsyncSession, registry: PluginRegistry, credentials: CredentialService | None
-) -> ServiceCatalog:
-    return ServiceCatalog(db_session, registry, credentials)
-
-
-def _org_credentials(credentials: CredentialService | None) -> CredentialService:
-    if credentials is None:
-        raise ValidationProblem("Service credentials belong to an organization; sysadmins have none.")
-    return credentials
 
 
 class ServiceController(Controller):
     path = "/services"
     tags = ["services"]
-    dependencies = {
-        "registry": Provide(provide_registry, sync_to_thread=False),
-        "credentials": Provide(provide_credentials, sync_to_thread=False),
-        "catalog": Provide(provide_catalog, sync_to_thread=False),
-    }
+    dependencies = SERVICE_DEPENDENCIES
 
     @get(
         "",
@@ -88,13 +52,12 @@ class ServiceController(Controller):
         self,
         name: str,
         catalog: ServiceCatalog,
-        credentials: CredentialService | None,
+        credentials: CredentialService,
         data: dict[str, Any] = Body(description="The credentials object; see the service's credentials_schema."),
     ) -> schemas.ServiceDetail:
-        service = _org_credentials(credentials)
         if not await catalog.exists(name):
             raise NotFoundError(f"No service named {name!r}.")
-        await service.put(name, data)
+        await credentials.put(name, data)
         return await catalog.get(name)
 
     @delete(
@@ -102,5 +65,5 @@ class ServiceController(Controller):
         summary="Delete this organization's credentials for a service",
         guards=[requires_org_admin],
     )
-    async def delete_credentials(self, name: str, credentials: CredentialService | None) -> None:
-        await _org_credentials(credentials).remove(name)
+    async def delete_credentials(self, name: str, credentials: CredentialService) -> None:
+        await credentials.remove(name)

@@ -50,10 +50,14 @@ async def oauth_token(request: Request[Any, Any, Any], db_session: AsyncSession,
     headers: dict[str, str]
     raw = await request.body()
     if content_type != "application/x-www-form-urlencoded":
-        status, body, headers = 400, {
-            "error": "invalid_request",
-            "error_description": "Use application/x-www-form-urlencoded (RFC 6749 §4.4.2).",
-        }, {}
+        status, body, headers = (
+            400,
+            {
+                "error": "invalid_request",
+                "error_description": "Use application/x-www-form-urlencoded (RFC 6749 §4.4.2).",
+            },
+            {},
+        )
     else:
         try:
             form = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20, strict_parsing=False)
@@ -64,7 +68,10 @@ async def oauth_token(request: Request[Any, Any, Any], db_session: AsyncSession,
         else:
             uri = f"{settings.server.public_url}/oauth/token"
             status, body, headers = await issue_token(
-                db_session, uri, {k.lower(): v for k, v in request.headers.items()}, form,
+                db_session,
+                uri,
+                {k.lower(): v for k, v in request.headers.items()},
+                form,
                 settings.security.access_token_ttl_seconds,
             )
     headers = {**headers, "Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -96,4 +96,3 @@ async def _record_use(session: AsyncSession, token: AccessToken, now: datetime) 
     except SQLAlchemyError as exc:
         await session.rollback()
         log.warning("token last_used_at not recorded", token_id=str(token_id), error=database_message(exc))
-

@@ -8,6 +8,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
+from app.tenants.deps import NoOrganization
 from app.tenants.principal import Principal
 
 
@@ -31,6 +32,16 @@ def requires_org_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRo
     principal = principal_of(connection)
     if not principal.is_org_admin or not principal.has_scope("users:admin"):
         raise PermissionDeniedException("This needs the org_admin role and the users:admin scope.")
+
+
+def requires_organization(what: str) -> Any:
+    """A guard for what belongs to an organization: a sysadmin (who has none) is refused, 403."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        if principal_of(connection).organization_id is None:
+            raise NoOrganization(what)
+
+    return guard
 
 
 def requires_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

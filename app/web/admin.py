@@ -14,7 +14,7 @@ from app.tenants.deps import scoped, service
 from app.tenants.guards import requires_sysadmin
 from app.tenants.models import Organization, Role
 from app.tenants.principal import Principal
-from app.tenants.services import OrganizationService, UserService, _check_role_assignment
+from app.tenants.services import OrganizationService, UserService
 from app.web.common import FormErrors, ListView, catching, checked, done, page, paged, read_form, see_other, text
 from app.web.forms import new_user_fields, organization_fields
 
@@ -118,9 +118,8 @@ class OrganizationPages(Controller):
         errors = FormErrors()
         data = new_user_fields(form, [Role.ORG_ADMIN], errors)
         if not errors:
-            _check_role_assignment(principal, data["role"])
             async with catching(errors, unique=("email", "A user with this email already exists."), session=db_session):
-                user = await scoped(UserService, db_session, org.id).create(dict(data))
+                user = await scoped(UserService, db_session, org.id).create_user(principal, dict(data))
             if not errors:
                 flash(request, f"{user.name} <{user.email}> is now an admin of “{org.name}”.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{org.id}")

@@ -23,6 +23,7 @@ from app.errors import Conflict
 from app.messaging.models import Servicechain
 from app.messaging.schemas import ServicechainCreate
 from app.messaging.services import ServicechainService
+from app.servicehost.deps import SERVICE_DEPENDENCIES
 from app.servicehost.schemas import Service
 from app.servicehost.services import ServiceCatalog
 from app.tenants.deps import org_service, scoped
@@ -42,7 +43,6 @@ from app.web.common import (
     text,
     wants_fragment,
 )
-from app.web.services import SERVICE_PROVIDERS
 
 LIST_URL = "/servicechains"
 READ = requires_scope("servicechains:read")
@@ -108,7 +108,7 @@ def check_chain(data: dict[str, Any], errors: FormErrors) -> None:
 class ChainPages(Controller):
     path = LIST_URL
     guards = [READ]
-    dependencies = {"chains": org_service(ServicechainService, what="Servicechains"), **SERVICE_PROVIDERS}
+    dependencies = {"chains": org_service(ServicechainService, what="Servicechains"), **SERVICE_DEPENDENCIES}
 
     @get("/", name="servicechains")
     async def list_chains(

@@ -16,18 +16,15 @@ from typing import Any, Literal
 from advanced_alchemy.exceptions import NotFoundError
 from litestar import Controller, Response, get, post
 from litestar.datastructures import FormMultiDict
-from litestar.di import Provide
 from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import Settings
 from app.errors import Conflict
-from app.servicehost.registry import PluginRegistry, load_registry
+from app.servicehost.deps import SERVICE_DEPENDENCIES
 from app.servicehost.schemas import ServiceDetail
 from app.servicehost.services import CredentialService, ServiceCatalog
-from app.tenants.deps import org_service
-from app.tenants.guards import requires_org_admin, requires_scope
+from app.tenants.guards import requires_org_admin, requires_organization, requires_scope
 from app.tenants.principal import Principal
 from app.web.common import TRUE_VALUES, FormErrors, catching, page, read_form, see_other
 
@@ -163,24 +160,6 @@ def read_credentials(
     return data, shown
 
 
-def provide_registry(settings: Settings) -> PluginRegistry:
-    return load_registry(settings)
-
-
-def provide_catalog(
-    db_session: AsyncSession, registry: PluginRegistry, credentials: CredentialService
-) -> ServiceCatalog:
-    return ServiceCatalog(db_session, registry, credentials)
-
-
-#: the plugins, the organization's credentials and the catalog of services (also used by the chain pages)
-SERVICE_PROVIDERS = {
-    "registry": Provide(provide_registry, sync_to_thread=False),
-    "credentials": org_service(CredentialService, what="Service credentials"),
-    "catalog": Provide(provide_catalog, sync_to_thread=False),
-}
-
-
 def _detail_context(
     service: ServiceDetail, principal: Principal, form: dict[str, str] | None = None, errors: FormErrors | None = None
 ) -> dict[str, Any]:
@@ -197,8 +176,8 @@ def _detail_context(
 
 class ServicePages(Controller):
     path = LIST_URL
-    guards = [READ]
-    dependencies = SERVICE_PROVIDERS
+    guards = [READ, requires_organization("The services page")]
+    dependencies = SERVICE_DEPENDENCIES
 
     @get("/", name="services")
     async def list_services(self, catalog: ServiceCatalog, principal: Principal) -> Response[Any]:

@@ -1,0 +1,35 @@
+"""The providers of the service host, shared by both faces: the plugin registry, the caller's
+organization's credentials (a sysadmin: 403) and the catalog of services (health for anyone;
+credentials for an organization's members)."""
+
+from __future__ import annotations
+
+from litestar.di import Provide
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.servicehost.registry import PluginRegistry, load_registry
+from app.servicehost.services import CredentialService, ServiceCatalog
+from app.tenants.deps import org_service, scoped
+from app.tenants.principal import Principal
+
+
+def provide_registry(settings: Settings) -> PluginRegistry:
+    return load_registry(settings)
+
+
+def provide_catalog(
+    db_session: AsyncSession, principal: Principal, settings: Settings, registry: PluginRegistry
+) -> ServiceCatalog:
+    """Every installed service's health, for anyone; a sysadmin (no organization) has no credentials."""
+    org = principal.organization_id
+    credentials = scoped(CredentialService, db_session, org, settings=settings, registry=registry) if org else None
+    return ServiceCatalog(db_session, registry, credentials)
+
+
+#: ``registry``, ``credentials`` and ``catalog``, for the services endpoints and pages (and the chain pages)
+SERVICE_DEPENDENCIES = {
+    "registry": Provide(provide_registry, sync_to_thread=False),
+    "credentials": org_service(CredentialService, what="A service's credentials"),
+    "catalog": Provide(provide_catalog, sync_to_thread=False),
+}
