@@ -10,8 +10,8 @@ from advanced_alchemy.service import OffsetPagination
 from litestar import Controller, delete, get, put
 from litestar.params import Body
 
+from app.providers import SERVICE_DEPENDENCIES
 from app.servicehost import schemas
-from app.servicehost.deps import SERVICE_DEPENDENCIES
 from app.servicehost.services import CredentialService, ServiceCatalog
 from app.tenants.guards import requires_org_admin, requires_scope
 

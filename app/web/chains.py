@@ -23,7 +23,7 @@ from app.errors import Conflict
 from app.messaging.models import Servicechain
 from app.messaging.schemas import ServicechainCreate
 from app.messaging.services import ServicechainService
-from app.servicehost.deps import SERVICE_DEPENDENCIES
+from app.providers import SERVICE_DEPENDENCIES
 from app.servicehost.schemas import Service
 from app.servicehost.services import ServiceCatalog
 from app.tenants.deps import org_service, scoped

@@ -21,7 +21,7 @@ from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict
-from app.servicehost.deps import SERVICE_DEPENDENCIES
+from app.providers import SERVICE_DEPENDENCIES
 from app.servicehost.schemas import ServiceDetail
 from app.servicehost.services import CredentialService, ServiceCatalog
 from app.tenants.guards import requires_org_admin, requires_organization, requires_scope

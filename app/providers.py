@@ -1,6 +1,7 @@
-"""The providers of the service host, shared by both faces: the plugin registry, the caller's
-organization's credentials (a sysadmin: 403) and the catalog of services (health for anyone;
-credentials for an organization's members)."""
+"""Litestar providers that join two domains (the service host and tenancy), shared by both faces: the
+plugin registry, the caller's organization's credentials (a sysadmin: 403) and the catalog of services
+(health for anyone; credentials for an organization's members). Single-domain services come from
+:func:`app.tenants.deps.org_service` / :func:`app.tenants.deps.service`."""
 
 from __future__ import annotations
 
