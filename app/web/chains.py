@@ -27,7 +27,7 @@ from app.providers import SERVICE_DEPENDENCIES
 from app.servicehost.schemas import Service
 from app.servicehost.services import ServiceCatalog
 from app.tenants.deps import org_service, scoped
-from app.tenants.guards import requires_scope
+from app.tenants.guards import requires_organization, requires_scope
 from app.textfields import max_length
 from app.web.common import (
     BY_NAME,
@@ -107,7 +107,7 @@ def check_chain(data: dict[str, Any], errors: FormErrors) -> None:
 
 class ChainPages(Controller):
     path = LIST_URL
-    guards = [READ]
+    guards = [READ, requires_organization("Servicechains")]
     dependencies = {"chains": org_service(ServicechainService, what="Servicechains"), **SERVICE_DEPENDENCIES}
 
     @get("/", name="servicechains")
