@@ -18,7 +18,7 @@ from app.messaging import schemas
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, Message
 from app.messaging.services import MessageService, ServicechainService
-from app.tenants.deps import org_service
+from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
 
 CHAINS = org_service(ServicechainService, what="The servicechain list")
@@ -140,7 +140,7 @@ class ConversationController(Controller):
     async def conversation(
         self, messages: MessageService, contact_id: UUID, limit_offset: LimitOffset
     ) -> OffsetPagination[schemas.Message]:
-        await ContactService(session=messages.session, organization_id=messages.organization_id).get(contact_id)
+        await scoped(ContactService, messages.session, messages.organization_id).get(contact_id)
         items, total = await messages.search(limit_offset, contact_id=contact_id, oldest_first=True)
         return OffsetPagination(
             items=[message_out(m) for m in items], total=total, limit=limit_offset.limit, offset=limit_offset.offset

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import FieldErrors, ValidationProblem
 from app.tenants import flows
+from app.tenants.deps import service
 from app.tenants.guards import requires_principal
 from app.tenants.principal import Principal
 from app.tenants.ratelimit import RateLimit
@@ -35,10 +36,18 @@ from app.web.common import FormErrors, done, page, read_form, safe_local_path, s
 NEUTRAL_RESET_ANSWER = "If an account exists for that address, a link to reset its password is on its way."
 
 
+ACCOUNT_SERVICES = {
+    "throttle": Provide(provide_throttle, sync_to_thread=False),
+    "accounts": service(AccountService),
+    "web_sessions": service(WebSessionService),
+    "resets": service(PasswordResetService),
+}
+
+
 class SessionController(Controller):
     """Sign in, sign out and the dashboard."""
 
-    dependencies = {"throttle": Provide(provide_throttle, sync_to_thread=False)}
+    dependencies = ACCOUNT_SERVICES
 
     @get("/login", name="login")
     async def login_page(
@@ -49,7 +58,9 @@ class SessionController(Controller):
         return page("auth/login.html", {"next": safe_local_path(next_url, ""), "email": "", "errors": FormErrors()})
 
     @post("/login")
-    async def login(self, request: HTMXRequest, db_session: AsyncSession, throttle: LoginThrottle) -> Response[Any]:
+    async def login(
+        self, request: HTMXRequest, db_session: AsyncSession, throttle: LoginThrottle, accounts: AccountService
+    ) -> Response[Any]:
         form = await read_form(request)
         email = text(form, "email", 320)
         password = secret_text(form, "password")
@@ -63,7 +74,7 @@ class SessionController(Controller):
                 errors.add("password", "Enter your password.")
             return page("auth/login.html", context, status=400)
         try:
-            user = await flows.login(AccountService(session=db_session), throttle, email, password, client_ip(request))
+            user = await flows.login(accounts, throttle, email, password, client_ip(request))
         except flows.LoginThrottled as exc:
             errors.add(None, str(exc))
             return page("auth/login.html", context, status=429, headers={"Retry-After": str(exc.retry_after)})
@@ -81,16 +92,21 @@ class SessionController(Controller):
         return await _signed_out(request, db_session, "You are signed out.")
 
     @get("/account/sessions", name="sessions", guards=[requires_principal])
-    async def sessions_page(self, principal: Principal, db_session: AsyncSession) -> Template:
-        live = await WebSessionService(session=db_session).live_of(principal.id)
+    async def sessions_page(self, principal: Principal, web_sessions: WebSessionService) -> Template:
+        live = await web_sessions.live_of(principal.id)
         rows = [(web, describe_agent(web.user_agent)) for web in live]
         return page("auth/sessions.html", {"rows": rows, "current": principal.session_id})
 
     @post("/account/sessions/{session_id:uuid}/end", guards=[requires_principal])
     async def end_one_session(
-        self, request: HTMXRequest, session_id: UUID, principal: Principal, db_session: AsyncSession
+        self,
+        request: HTMXRequest,
+        session_id: UUID,
+        principal: Principal,
+        db_session: AsyncSession,
+        web_sessions: WebSessionService,
     ) -> Response[Any]:
-        web = await WebSessionService(session=db_session).end_one(principal.id, session_id)
+        web = await web_sessions.end_one(principal.id, session_id)
         if web.id == principal.session_id:
             return await _signed_out(request, db_session, "You are signed out.")
         message = f"{describe_agent(web.user_agent)} ({web.ip}) is signed out."
@@ -98,9 +114,9 @@ class SessionController(Controller):
 
     @post("/account/sessions/end-all", guards=[requires_principal])
     async def end_all_sessions(
-        self, request: HTMXRequest, principal: Principal, db_session: AsyncSession
+        self, request: HTMXRequest, principal: Principal, db_session: AsyncSession, web_sessions: WebSessionService
     ) -> Response[Any]:
-        count = await WebSessionService(session=db_session).end_all(principal.id)
+        count = await web_sessions.end_all(principal.id)
         noun = "session" if count == 1 else "sessions"
         return await _signed_out(request, db_session, f"You are signed out everywhere ({count} {noun} ended).")
 
@@ -119,14 +135,14 @@ async def _signed_out(request: HTMXRequest, db_session: AsyncSession, message: s
 class PasswordController(Controller):
     """Forgotten password (request a link, use it) and changing one's own password."""
 
-    dependencies = {"throttle": Provide(provide_throttle, sync_to_thread=False)}
+    dependencies = ACCOUNT_SERVICES
 
     @get("/forgot-password", name="forgot-password")
     async def forgot_page(self) -> Template:
         return page("auth/forgot_password.html", {"email": "", "sent": False, "errors": FormErrors()})
 
     @post("/forgot-password", dependencies={"limit": Provide(provide_reset_limit, sync_to_thread=False)})
-    async def forgot(self, request: HTMXRequest, db_session: AsyncSession, queue: Queue, limit: RateLimit) -> Template:
+    async def forgot(self, request: HTMXRequest, accounts: AccountService, queue: Queue, limit: RateLimit) -> Template:
         form = await read_form(request)
         email = text(form, "email", 320)
         errors = FormErrors()
@@ -135,24 +151,28 @@ class PasswordController(Controller):
             errors.add("email", "Enter the email address you sign in with.")
             return page("auth/forgot_password.html", context, status=422)
         try:
-            await flows.request_password_reset(
-                AccountService(session=db_session), queue, email, limit=limit, ip=client_ip(request)
-            )
+            await flows.request_password_reset(accounts, queue, email, limit=limit, ip=client_ip(request))
         except flows.ResetThrottled as exc:
             errors.add(None, str(exc))
             return page("auth/forgot_password.html", context, status=429, headers={"Retry-After": str(exc.retry_after)})
         return page("auth/forgot_password.html", {**context, "sent": True})
 
     @get("/reset-password/{token:str}", name="reset-password")
-    async def reset_page(self, token: str, db_session: AsyncSession) -> Template:
-        valid = await PasswordResetService(session=db_session).valid(token)
+    async def reset_page(self, token: str, resets: PasswordResetService) -> Template:
+        valid = await resets.valid(token)
         context = {"token": token, "valid": valid is not None, "errors": FormErrors()}
         return page("auth/reset_password.html", context, status=200 if valid else 400, headers=_NO_REFERRER)
 
     @post("/reset-password/{token:str}")
-    async def reset(self, request: HTMXRequest, token: str, db_session: AsyncSession) -> Response[Any]:
+    async def reset(
+        self,
+        request: HTMXRequest,
+        token: str,
+        db_session: AsyncSession,
+        resets: PasswordResetService,
+        accounts: AccountService,
+    ) -> Response[Any]:
         form = await read_form(request)
-        resets = PasswordResetService(session=db_session)
         errors = FormErrors()
         context: dict[str, Any] = {"token": token, "valid": True, "errors": errors}
         if await resets.valid(token) is None:
@@ -164,7 +184,7 @@ class PasswordController(Controller):
         if errors:
             return page("auth/reset_password.html", context, status=422, headers=_NO_REFERRER)
         try:
-            user = await resets.consume(token, new, AccountService(session=db_session))
+            user = await resets.consume(token, new, accounts)
         except ValidationProblem as exc:
             errors.add("new_password", exc.detail)
             return page("auth/reset_password.html", context, status=422, headers=_NO_REFERRER)
@@ -186,13 +206,14 @@ class PasswordController(Controller):
         principal: Principal,
         db_session: AsyncSession,
         throttle: LoginThrottle,
+        accounts: AccountService,
     ) -> Response[Any]:
         form = await read_form(request)
         errors = FormErrors()
         context = {"errors": errors}
         try:
             user = await flows.change_password(
-                AccountService(session=db_session),
+                accounts,
                 throttle,
                 principal.id,
                 secret_text(form, "current_password"),
