@@ -73,17 +73,21 @@ def instantiate(url: str) -> Any:
 
 
 def target_hosts(service: Any) -> list[tuple[str, int]]:
-    """The ``(host, port)`` pairs a service object will connect to, as its URL names them."""
+    """The ``(host, port)`` pairs a service object will connect to, as its URL names them.
+
+    A service whose URL template has a ``host`` connects to it, except e-mail, which connects to its
+    SMTP host (``?smtp=``, or derived from the address); services without one reach an endpoint that
+    Apprise fixes (their URL's "host" is a token).
+    """
     secure = bool(getattr(service, "secure", False))
     port = getattr(service, "port", None)
-    found: list[tuple[str, int]] = []
-    if "host" in getattr(type(service), "template_tokens", {}):
-        host = str(getattr(service, "host", "") or "")
-        found.append((host, int(port) if port else (443 if secure else 80)))
     smtp_host = getattr(service, "smtp_host", None)
     if isinstance(smtp_host, str) and smtp_host:
-        found.append((smtp_host, int(port) if port else 25))
-    return [(host.strip("[]"), p) for host, p in dict.fromkeys(found)]
+        return [(smtp_host.strip("[]"), int(port) if port else 25)]
+    if "host" in getattr(type(service), "template_tokens", {}):
+        host = str(getattr(service, "host", "") or "")
+        return [(host.strip("[]"), int(port) if port else (443 if secure else 80))]
+    return []
 
 
 class ApprisePlugin:
