@@ -35,6 +35,7 @@ from app.plugins.base import (
     SignatureError,
     WebhookRequest,
 )
+from app.plugins.httpapi import clip
 from app.plugins.netguard import ensure_public_host
 
 NAME = "apprise"
@@ -90,6 +91,12 @@ def target_hosts(service: Any) -> list[tuple[str, int]]:
     return []
 
 
+def _why(result: Any) -> str:
+    """The last warning Apprise logged for a failed notification, else its status."""
+    reasons = [entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR", "CRITICAL")]
+    return clip(reasons[-1], 200) if reasons else f"Apprise status {result.status.name}."
+
+
 class ApprisePlugin:
     info: ClassVar[PluginInfo] = PluginInfo(
         name=NAME,
@@ -131,9 +138,7 @@ class ApprisePlugin:
         except TimeoutError as exc:
             raise SendError(f"The Apprise service did not answer within {timeout:g} s.") from exc
         if not result:
-            raise SendError(
-                f"The {service.service_name} service refused the notification (Apprise: {result.status.name})."
-            )
+            raise SendError(f"The {service.service_name} service did not take the notification: {_why(result)}")
         return str(uuid4())
 
     async def parse_webhook(self, request: WebhookRequest, credentials: Any) -> Sequence[Parsed]:
