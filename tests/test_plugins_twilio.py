@@ -195,6 +195,7 @@ async def test_inbound_sms_is_inbound(plugin: TwilioPlugin, twilio: TwilioServer
     parsed = await plugin.parse_webhook(callback.request(), creds(twilio))
     assert parsed == [Inbound(address="+15551234567", content="Yes please", provider_message_id="SM" + "b" * 32)]
     assert TWIML_EMPTY.startswith(b'<?xml version="1.0" encoding="UTF-8"?>') and TWIML_EMPTY.endswith(b"<Response/>")
+    assert (plugin.info.webhook_answer, plugin.info.webhook_answer_type) == (TWIML_EMPTY, "text/xml")
 
 
 async def test_signature_is_over_the_url_as_called_with_its_query(plugin: TwilioPlugin, twilio: TwilioServer) -> None:

@@ -8,6 +8,8 @@ Two-way services add, all optional and backward compatible (a plugin that ignore
 - ``PluginInfo.accepted_state``: the state a message reaches when :meth:`Plugin.send` returns —
   ``MSG_SENT`` (the default), or ``MSG_DELIVERED_SERVICE`` for a service whose acceptance already is
   delivery to an intermediary (Telegram).
+- ``PluginInfo.webhook_answer`` / ``webhook_answer_type``: what the hook endpoint answers (200) to a
+  callback the plugin accepted (Twilio: an empty TwiML ``<Response/>``, ``text/xml``).
 - ``async def prepare_credentials(credentials, organization_id) -> credentials``
   (:class:`PreparesCredentials`): called by the host through :func:`prepare_credentials` after
   :meth:`Plugin.validate_credentials` passed and before the credentials are stored. The plugin
@@ -50,6 +52,9 @@ class PluginInfo:
     #: the state of a message once :meth:`Plugin.send` returned: ``MSG_DELIVERED_SERVICE`` when the
     #: provider's acceptance is delivery to an intermediary that gives no later receipts (Telegram)
     accepted_state: AcceptedState = "MSG_SENT"
+    #: the body and content type of the answer to a callback that was accepted (Twilio expects TwiML)
+    webhook_answer: bytes = b""
+    webhook_answer_type: str = "text/plain"
 
 
 @dataclass(frozen=True)

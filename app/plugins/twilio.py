@@ -151,6 +151,8 @@ class TwilioPlugin:
         address_field="phone",
         credentials_type=TwilioCredentials,
         max_length=1600,
+        webhook_answer=TWIML_EMPTY,
+        webhook_answer_type="text/xml",
         description="SMS through Twilio's REST API, with delivery receipts and replies.",
     )
 
