@@ -51,6 +51,8 @@ TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 #: the largest callback body read (a status callback or an SMS is a few hundred bytes)
 MAX_BODY = 64 * 1024
 MAX_FIELDS = 200
+#: characters of an inbound SMS kept (Twilio joins a long SMS up to 1600)
+MAX_INBOUND = 10_000
 
 #: Twilio ``MessageStatus`` → the state it confirms
 RECEIPT_STATES: dict[str, Any] = {
@@ -253,7 +255,9 @@ def _interpret(form: _Form) -> list[Parsed]:
         sender = form.one("From")
         if not sender:
             raise PayloadError("The inbound message has no From.")
-        return [Inbound(address=clip(sender, 64), content=form.one("Body") or "", provider_message_id=sid)]
+        return [
+            Inbound(address=clip(sender, 64), content=(form.one("Body") or "")[:MAX_INBOUND], provider_message_id=sid)
+        ]
     state = RECEIPT_STATES.get(status)
     if state is None:
         return []  # queued, sending…: nothing changes (IGNORED_STATUSES), and unknown statuses too
