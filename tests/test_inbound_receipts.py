@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import utcnow
 from app.config import Settings
-from app.contacts.keywords import opt_keyword
 from app.contacts.links import contact_of, link_token
 from app.contacts.models import Contact
 from app.messaging.coordinator import Coordinator
@@ -227,26 +226,18 @@ async def test_stop_and_start_through_two_services(sessions: Any, world: World) 
     org = await world.org()
     contact = await _contact(sessions, org, telegram_chat_id="4242")
     got = await _inbound(sessions, org, "twilio", "phone", Inbound("+447911123456", "  stop ", "SMs1"))
-    assert got.opted == "out"
+    assert got.opted == "opt_out"
     async with sessions() as session:
         c = await session.get(Contact, contact.id)
         assert c is not None and c.opted_out and c.opted_out_via == "twilio" and c.opted_out_at is not None
     # the keyword itself stays in the conversation
     assert (await _message(sessions, got.message_id)).content == "  stop "
     back = await _inbound(sessions, org, "telegram", "telegram_chat_id", Inbound("4242", "START", "4242:7"))
-    assert back.opted == "in" and back.contact_id == contact.id
+    assert back.opted == "opt_in" and back.contact_id == contact.id
     async with sessions() as session:
         c = await session.get(Contact, contact.id)
         assert c is not None and not c.opted_out and c.opted_out_via is None
 
-
-def test_opt_keywords() -> None:
-    for word in ("STOP", "stopall", " Unsubscribe ", "cancel", "END", "quit", "OptOut", "revoke", "stop."):
-        assert opt_keyword(word) == "out", word
-    for word in ("START", "unstop", " start! "):
-        assert opt_keyword(word) == "in", word
-    for text in ("please stop", "STOP IT", "", "started", "stopp"):
-        assert opt_keyword(text) is None, text
 
 
 async def test_telegram_link_sets_the_chat_on_that_contact(sessions: Any, world: World, settings: Any) -> None:

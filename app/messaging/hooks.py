@@ -15,12 +15,12 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import BadRequest, Forbidden, NotFound
+from app.errors import BadRequest, Forbidden, NotFound, RequestTooLarge
 from app.logging import get_logger
 from app.messaging.coordinator import Coordinator
 from app.messaging.inbound import apply_inbound, apply_link
 from app.messaging.receipts import apply_receipt
-from app.plugins.base import Inbound, PluginError, Receipt, SignatureError, WebhookRequest
+from app.plugins.base import Inbound, Link, PayloadError, PluginError, Receipt, SignatureError, WebhookRequest
 from app.plugins.services import CredentialService
 from app.tenants.deps import scoped
 
@@ -60,12 +60,14 @@ async def receive_hook(
     except SignatureError as exc:
         log.warning("hook signature refused", service=service, organization_id=str(organization_id))
         raise Forbidden(str(exc) or "The signature of this callback did not verify.") from None
+    except PayloadError as exc:
+        error = RequestTooLarge if exc.status_code == 413 else BadRequest
+        raise error(str(exc) or "This callback could not be read.") from None
     except PluginError as exc:
         raise BadRequest(str(exc) or "This callback could not be read.") from None
     for item in items:
         await apply_item(session, coordinator, settings, service, organization_id, item)
-    answer = getattr(plugin, "hook_answer", None)
-    return answer() if callable(answer) else HookAnswer()
+    return HookAnswer(plugin.info.webhook_answer, plugin.info.webhook_answer_type)
 
 
 async def apply_item(
@@ -83,7 +85,7 @@ async def apply_item(
         log.info("receipt", service=service, provider_id=item.provider_message_id, state=item.state, outcome=outcome)
     elif isinstance(item, Inbound) and plugin is not None and plugin.info.address_field is not None:
         await apply_inbound(session, organization_id, service, plugin.info.address_field, item)
-    elif (token := getattr(item, "token", None)) and (chat_id := getattr(item, "chat_id", None)):
-        await apply_link(session, organization_id, settings.security.secret_key, str(token), str(chat_id))
+    elif isinstance(item, Link) and plugin is not None and plugin.info.address_field == "telegram_chat_id":
+        await apply_link(session, organization_id, settings.security.secret_key, item.token, item.address)
     else:
         log.warning("hook item ignored", service=service, item=type(item).__name__)

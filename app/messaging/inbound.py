@@ -19,8 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.fields import FieldError
-from app.contacts.keywords import opt_keyword
 from app.contacts.links import contact_of
+from app.contacts.optout import opt_keyword
 from app.contacts.services import ContactService
 from app.errors import ValidationProblem
 from app.logging import get_logger
@@ -47,7 +47,7 @@ class Received:
     message_id: UUID | None
     contact_id: UUID | None
     duplicate: bool = False
-    opted: str | None = None  # "out" / "in" when the message was a keyword that changed the contact
+    opted: str | None = None  # "opt_out" / "opt_in" when the message was a keyword that changed the contact
 
 
 async def _existing(session: AsyncSession, organization_id: UUID, service: str, provider_id: str) -> Message | None:
@@ -116,8 +116,9 @@ async def apply_inbound(
     opted = None
     if keyword := opt_keyword(inbound.content):
         before = contact.opted_out
-        await contacts.set_opt_out(contact.id, keyword == "out", via=service)
-        opted = keyword if before != (keyword == "out") else None
+        opting_out = keyword == "opt_out"
+        await contacts.set_opt_out(contact.id, opting_out, via=service)
+        opted = keyword if before != opting_out else None
     message_id, contact_id = message.id, contact.id
     await session.commit()
     return Received(message_id, contact_id, opted=opted)

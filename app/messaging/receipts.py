@@ -74,7 +74,8 @@ async def _late_failure(
     receipt: Receipt,
     current: bool,
 ) -> Applied:
-    error = f"undelivered: {receipt.error}" if receipt.error else "undelivered"
+    detail = receipt.error or (f"error {receipt.error_code}" if receipt.error_code else None)
+    error = f"undelivered: {detail}" if detail else "undelivered"
     result = await session.execute(
         update(Attempt)
         .where(Attempt.id == attempt.id, Attempt.outcome == AttemptOutcome.SENT)
