@@ -41,6 +41,7 @@ from app.plugins.registry import load_registry, startup_check
 from app.web.errors import web_exception_handler
 from app.web.router import make_web_router
 from app.web.security_headers import security_headers_hook
+from app.web.templating import register_globals
 from app.worker.queues import DEFAULT_QUEUE, make_queues
 
 JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema")
@@ -102,7 +103,9 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 await app.state.redis.aclose()
 
         app_config.lifespan.append(lifespan)
-        templates = TemplateConfig(directory=BASE_DIR / "templates", engine=JinjaTemplateEngine)
+        templates = TemplateConfig(
+            directory=BASE_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=register_globals
+        )
         app_config.template_config = templates
         app_config.plugins.extend(
             [SQLAlchemyPlugin(config=self.sqlalchemy), HTMXPlugin(), FlashPlugin(config=FlashConfig(templates))]

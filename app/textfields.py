@@ -69,3 +69,41 @@ def control_char_problem(value: str, *, multiline: bool = False) -> str | None:
     char = found.group()
     what = "a line break" if char in "\r\n" else f"a control character (U+{ord(char):04X})"
     return f"It contains {what}, which is not accepted here. {TEXT_RULE if multiline else LINE_RULE}"
+
+
+# ---------------------------------------------------------------- the schemas' limits, for forms and files
+
+
+def _constraints(t: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, ...]:
+    """The types a field may hold, ``None``/``UNSET`` and ``Meta`` wrappers peeled off."""
+    if isinstance(t, msgspec.inspect.UnionType):
+        return tuple(x for member in t.types for x in _constraints(member))
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _constraints(t.type)
+    return (t,)
+
+
+def max_length(struct: type[msgspec.Struct], name: str) -> int:
+    """The ``max_length`` of field ``name`` of a request schema (a string's characters, a list's items),
+    so that a page form or a CSV file refuses exactly what the API refuses."""
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for f in info.fields:
+        if f.name == name:
+            for t in _constraints(f.type):
+                limit = getattr(t, "max_length", None)
+                if isinstance(limit, int):
+                    return limit
+    raise LookupError(f"{struct.__name__}.{name} has no max_length")
+
+
+def max_lengths(struct: type[msgspec.Struct]) -> dict[str, int]:
+    """The ``max_length`` of every text field of a request schema."""
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return {
+        f.name: t.max_length
+        for f in info.fields
+        for t in _constraints(f.type)
+        if isinstance(t, msgspec.inspect.StrType) and t.max_length is not None
+    }

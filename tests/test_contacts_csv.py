@@ -200,6 +200,16 @@ async def test_import_row_problems(scene: Scene) -> None:
     assert "_row" in rows[3] and "_row" in rows[4] and "first_name" in rows[5] and "first_name" in rows[8]
 
 
+async def test_import_refuses_the_lengths_the_api_refuses(scene: Scene) -> None:
+    """The limits come from ContactCreate, those of fields with a description (phone, Telegram) included."""
+    content = f"first_name,phone,telegram_chat_id\nLong,{'1' * 65},\nLonger,,{'9' * 65}\n"
+    report = await scene.imported(content)
+    assert (report["created"], report["rejected"]) == (0, 2), report
+    rows = {e["row"]: e["errors"] for e in report["errors"]}
+    assert rows[2] == {"phone": "At most 64 characters."}
+    assert rows[3] == {"telegram_chat_id": "At most 64 characters."}
+
+
 async def test_import_accepts_spreadsheet_habits(scene: Scene) -> None:
     content = (
         "\ufeffFirst Name;Last-Name;Mobile;E-Mail;Category\r\nAda;Lovelace;+44 20 7946 0958;ada@example.com;A|B\r\n"

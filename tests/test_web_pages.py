@@ -171,6 +171,15 @@ async def test_role_based_access(client: Client, world: World) -> None:
     assert forbidden.status_code == 403
 
 
+async def test_sysadmin_is_refused_organization_pages_with_one_answer(client: Client, world: World) -> None:
+    """Every organization page gets its service from app.tenants.deps: a sysadmin (no organization) gets 403."""
+    root = await world.user(None, Role.SYSADMIN)
+    await login(client, root.email)
+    for path in ("/users", "/clients", "/categories", "/contacts/new", "/servicechains/new", "/settings"):
+        response = await client.get(path)
+        assert response.status_code == 403 and "sysadmins have none" in response.text, path
+
+
 async def test_anonymous_pages_redirect_to_login_with_next(client: Client) -> None:
     for path in ("/admin/organizations", "/users", "/clients", "/tokens", "/account/password"):
         response = await client.get(path, follow_redirects=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -121,18 +120,8 @@ class ContactController(Controller):
         q: Query = None,
         category_id: CategoryFilter = None,
     ) -> Stream:
-        contacts.search_filters(q, category_id)  # bad input answers 422 before the download starts
-        organization_id = contacts.organization_id
-        maker = session_maker(request)
-
-        async def rows() -> AsyncIterator[str]:
-            async with maker() as session:
-                service = ContactService(session=session, organization_id=organization_id)
-                async for chunk in csvio.export_csv(service, q=q, category_id=category_id):
-                    yield chunk
-
         return Stream(
-            rows(),
+            csvio.export_download(contacts, session_maker(request), q=q, category_id=category_id),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="contacts.csv"'},
         )

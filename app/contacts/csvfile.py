@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
 
 from app.contacts.fields import FieldError, clean_text
@@ -32,6 +31,7 @@ from app.contacts.models import Contact
 from app.contacts.schemas import ContactCreate, ImportReport, ImportRowError
 from app.contacts.services import ContactService
 from app.errors import ValidationProblem
+from app.textfields import max_lengths
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ROWS = 10_000
@@ -184,20 +184,8 @@ class PreparedRow:
     contact_id: UUID | None = None
 
 
-def _max_lengths() -> dict[str, int]:
-    """The request schema's length limits, so the import refuses exactly what the API refuses."""
-    limits: dict[str, int] = {}
-    info = msgspec.inspect.type_info(ContactCreate)
-    assert isinstance(info, msgspec.inspect.StructType)
-    for f in info.fields:
-        types = f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,)
-        for t in types:
-            if isinstance(t, msgspec.inspect.StrType) and t.max_length is not None:
-                limits[f.name] = t.max_length
-    return limits
-
-
-MAX_LENGTHS = _max_lengths()
+#: the request schema's length limits, so the import refuses exactly what the API refuses
+MAX_LENGTHS = max_lengths(ContactCreate)
 
 
 def _split_categories(cell: str) -> list[str]:

@@ -1,7 +1,8 @@
 """CSV import and export of contacts, shared by the API and the pages.
 
 The file itself (limits, encoding, columns, formula escaping, the export) is :mod:`app.contacts.csvfile`;
-its names are re-exported here. Import (:func:`import_file`, what both the API and the page run):
+its names are re-exported here. Export: :func:`export_download`, what both the API and the page stream.
+Import (:func:`import_file`, what both the API and the page run):
 
 - The file is read and checked as a whole first (:class:`CSVFormatError`, 422).
 - Each row is then handled on its own: a bad row is reported (``row`` is its line number in the file, the
@@ -25,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -35,6 +37,7 @@ from advanced_alchemy.exceptions import IntegrityError as RepositoryIntegrityErr
 from advanced_alchemy.filters import OrderBy
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import or_
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import utcnow
 from app.contacts.csvfile import (
@@ -81,6 +84,7 @@ __all__ = [
     "canonical_column",
     "contact_cells",
     "export_csv",
+    "export_download",
     "import_contacts",
     "import_file",
     "parse_csv",
@@ -160,6 +164,35 @@ class _Index:
         if by_phone is not None and by_email is not None and by_phone is not by_email:
             return {ROW: "The phone matches one contact and the e-mail another; fix the row or the contacts."}
         return by_phone or by_email
+
+
+def export_download(
+    contacts: ContactService,
+    sessions: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+    *,
+    q: str | None = None,
+    category_id: UUID | None = None,
+) -> AsyncIterator[str]:
+    """The organization's contacts as CSV for a download (both faces stream this).
+
+    ``q`` and ``category_id`` are checked now, so bad input answers before the download starts (422). The
+    rows are read in a session of their own from ``sessions``: the request's session is gone by the time
+    the body streams.
+    """
+    contacts.search_filters(q, category_id)
+    return _export_rows(sessions, contacts.organization_id, q, category_id)
+
+
+async def _export_rows(
+    sessions: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+    organization_id: UUID,
+    q: str | None,
+    category_id: UUID | None,
+) -> AsyncIterator[str]:
+    async with sessions() as session:
+        service = ContactService(session=session, organization_id=organization_id)
+        async for chunk in export_csv(service, q=q, category_id=category_id):
+            yield chunk
 
 
 async def import_file(service: ContactService, raw: bytes) -> ImportReport:

@@ -1,14 +1,20 @@
-"""Account flows shared by the pages and the API: throttled login, password-reset requests, invitations."""
+"""Account flows shared by the pages and the API: throttled login, password-reset requests, invitations,
+changing one's own password, and the counts of the home page."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from saq import Queue
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.tenants.models import Organization, Role, User
+from app.errors import FieldErrors
+from app.tenants.models import AccessToken, ApiClient, Organization, Role, TokenKind, User
+from app.tenants.principal import Principal
 from app.tenants.ratelimit import RateLimit
+from app.tenants.security import password_problem, verify_password
 from app.tenants.services import AccountService
 from app.tenants.throttle import LoginThrottle
 from app.worker.jobs import PASSWORD_RESET_OPTIONS
@@ -95,3 +101,73 @@ async def _enqueue_reset(queue: Queue, **kwargs: object) -> None:
         **kwargs,
         **PASSWORD_RESET_OPTIONS,
     )
+
+
+# ---------------------------------------------------------------- one's own password and home page
+
+
+class PasswordChangeThrottled(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"Too many wrong passwords. Try again in {retry_after} seconds.")
+        self.retry_after = retry_after
+
+
+class WrongPassword(Exception):
+    """The current password given is not the user's."""
+
+
+def new_password_problems(new: str, confirm: str) -> dict[str, str]:
+    """What is wrong with a new password and its confirmation (field -> message; empty: nothing)."""
+    problem = password_problem(new)
+    if problem:
+        return {"new_password": problem}
+    if new != confirm:
+        return {"confirm_password": "The two passwords do not match."}
+    return {}
+
+
+async def change_password(
+    accounts: AccountService, throttle: LoginThrottle, user_id: uuid.UUID, current: str, new: str, confirm: str, ip: str
+) -> User:
+    """The signed-in user changes their password: the current one is checked (throttled like a login),
+    then the new one (:class:`FieldErrors`). Every session of the user ends; the caller starts a new one."""
+    user: User = await accounts.get(user_id)
+    wait = await throttle.retry_after(user.email, ip)
+    if wait is not None:
+        raise PasswordChangeThrottled(wait)
+    if not verify_password(user.password_hash, current):
+        await throttle.failed(user.email, ip)
+        raise WrongPassword("This is not your current password.")
+    problems = new_password_problems(new, confirm)
+    if not problems and new == current:
+        problems["new_password"] = "Choose a password different from the current one."
+    if problems:
+        raise FieldErrors(problems)
+    return await accounts.set_password(user, new)
+
+
+async def home_counts(session: AsyncSession, principal: Principal) -> tuple[Organization | None, dict[str, int]]:
+    """The dashboard: the caller's organization and what it counts (organizations for a sysadmin; users
+    and live API clients for an org admin; live personal tokens for everyone)."""
+    org = await session.get(Organization, principal.organization_id) if principal.organization_id else None
+    statements: dict[str, Select[Any]] = {}
+    if principal.is_sysadmin:
+        statements["organizations"] = select(func.count()).select_from(Organization)
+        statements["suspended"] = select(func.count()).select_from(Organization).where(Organization.suspended.is_(True))
+    elif org is not None and principal.is_org_admin:
+        statements["users"] = select(func.count()).select_from(User).where(User.organization_id == org.id)
+        statements["clients"] = (
+            select(func.count())
+            .select_from(ApiClient)
+            .where(ApiClient.organization_id == org.id, ApiClient.revoked_at.is_(None))
+        )
+    statements["tokens"] = (
+        select(func.count())
+        .select_from(AccessToken)
+        .where(
+            AccessToken.user_id == principal.id,
+            AccessToken.kind == TokenKind.PERSONAL,
+            AccessToken.revoked_at.is_(None),
+        )
+    )
+    return org, {name: int((await session.execute(s)).scalar_one()) for name, s in statements.items()}

@@ -12,16 +12,13 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Redirect, Template
 from saq import Queue
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import ValidationProblem
+from app.errors import FieldErrors, ValidationProblem
 from app.tenants import flows
 from app.tenants.guards import requires_principal
-from app.tenants.models import AccessToken, ApiClient, Organization, TokenKind, User
 from app.tenants.principal import Principal
 from app.tenants.ratelimit import RateLimit
-from app.tenants.security import password_problem, verify_password
 from app.tenants.services import AccountService, PasswordResetService
 from app.tenants.sessions import WebSessionService, describe_agent
 from app.tenants.throttle import LoginThrottle
@@ -33,26 +30,9 @@ from app.web.auth import (
     provide_throttle,
     start_session,
 )
-from app.web.common import (
-    FormErrors,
-    page,
-    read_form,
-    safe_local_path,
-    secret_text,
-    see_other,
-    text,
-    wants_fragment,
-)
+from app.web.common import FormErrors, done, page, read_form, safe_local_path, secret_text, see_other, text
 
 NEUTRAL_RESET_ANSWER = "If an account exists for that address, a link to reset its password is on its way."
-
-
-def _check_new_password(new: str, confirm: str, errors: FormErrors) -> None:
-    problem = password_problem(new)
-    if problem:
-        errors.add("new_password", problem)
-    elif new != confirm:
-        errors.add("confirm_password", "The two passwords do not match.")
 
 
 class SessionController(Controller):
@@ -113,11 +93,8 @@ class SessionController(Controller):
         web = await WebSessionService(session=db_session).end_one(principal.id, session_id)
         if web.id == principal.session_id:
             return await _signed_out(request, db_session, "You are signed out.")
-        flash(request, f"{describe_agent(web.user_agent)} ({web.ip}) is signed out.", "success")
-        if wants_fragment(request):
-            await db_session.commit()
-            return page("partials/_oob_flashes.html", {})
-        return await see_other(db_session, "/account/sessions")
+        message = f"{describe_agent(web.user_agent)} ({web.ip}) is signed out."
+        return await done(request, db_session, message, "/account/sessions")
 
     @post("/account/sessions/end-all", guards=[requires_principal])
     async def end_all_sessions(
@@ -129,33 +106,7 @@ class SessionController(Controller):
 
     @get("/", name="dashboard", guards=[requires_principal])
     async def dashboard(self, principal: Principal, db_session: AsyncSession) -> Template:
-        org = await db_session.get(Organization, principal.organization_id) if principal.organization_id else None
-        counts: dict[str, int] = {}
-        if principal.is_sysadmin:
-            counts["organizations"] = await _count(db_session, select(func.count()).select_from(Organization))
-            counts["suspended"] = await _count(
-                db_session, select(func.count()).select_from(Organization).where(Organization.suspended.is_(True))
-            )
-        elif org is not None and principal.is_org_admin:
-            counts["users"] = await _count(
-                db_session, select(func.count()).select_from(User).where(User.organization_id == org.id)
-            )
-            counts["clients"] = await _count(
-                db_session,
-                select(func.count())
-                .select_from(ApiClient)
-                .where(ApiClient.organization_id == org.id, ApiClient.revoked_at.is_(None)),
-            )
-        counts["tokens"] = await _count(
-            db_session,
-            select(func.count())
-            .select_from(AccessToken)
-            .where(
-                AccessToken.user_id == principal.id,
-                AccessToken.kind == TokenKind.PERSONAL,
-                AccessToken.revoked_at.is_(None),
-            ),
-        )
+        org, counts = await flows.home_counts(db_session, principal)
         return page("dashboard.html", {"org": org, "counts": counts})
 
 
@@ -163,10 +114,6 @@ async def _signed_out(request: HTMXRequest, db_session: AsyncSession, message: s
     await end_session(request, db_session)  # ended on the server: a copied cookie is worthless
     flash(request, message, "success")
     return await see_other(db_session, "/login")
-
-
-async def _count(db_session: AsyncSession, statement: Any) -> int:
-    return int((await db_session.execute(statement)).scalar_one())
 
 
 class PasswordController(Controller):
@@ -212,7 +159,8 @@ class PasswordController(Controller):
             context["valid"] = False
             return page("auth/reset_password.html", context, status=400, headers=_NO_REFERRER)
         new, confirm = secret_text(form, "new_password"), secret_text(form, "confirm_password")
-        _check_new_password(new, confirm, errors)
+        for name, problem in flows.new_password_problems(new, confirm).items():
+            errors.add(name, problem)
         if errors:
             return page("auth/reset_password.html", context, status=422, headers=_NO_REFERRER)
         try:
@@ -242,25 +190,26 @@ class PasswordController(Controller):
         form = await read_form(request)
         errors = FormErrors()
         context = {"errors": errors}
-        accounts = AccountService(session=db_session)
-        user = await accounts.get(principal.id)
-        ip = client_ip(request)
-        wait = await throttle.retry_after(user.email, ip)
-        if wait is not None:
-            errors.add(None, f"Too many wrong passwords. Try again in {wait} seconds.")
-            return page("auth/change_password.html", context, status=429, headers={"Retry-After": str(wait)})
-        current = secret_text(form, "current_password")
-        if not verify_password(user.password_hash, current):
-            await throttle.failed(user.email, ip)
-            errors.add("current_password", "This is not your current password.")
+        try:
+            user = await flows.change_password(
+                AccountService(session=db_session),
+                throttle,
+                principal.id,
+                secret_text(form, "current_password"),
+                secret_text(form, "new_password"),
+                secret_text(form, "confirm_password"),
+                client_ip(request),
+            )  # ends every session of the user, this one included...
+        except flows.PasswordChangeThrottled as exc:
+            errors.add(None, str(exc))
+            headers = {"Retry-After": str(exc.retry_after)}
+            return page("auth/change_password.html", context, status=429, headers=headers)
+        except flows.WrongPassword as exc:
+            errors.add("current_password", str(exc))
             return page("auth/change_password.html", context, status=400)
-        new, confirm = secret_text(form, "new_password"), secret_text(form, "confirm_password")
-        _check_new_password(new, confirm, errors)
-        if not errors and new == current:
-            errors.add("new_password", "Choose a password different from the current one.")
-        if errors:
+        except FieldErrors as exc:
+            errors.take(exc)
             return page("auth/change_password.html", context, status=422)
-        user = await accounts.set_password(user, new)  # ends every session of the user, this one included...
         await start_session(request, db_session, user)  # ...which continues under a new id
         flash(
             request, "Your password has been changed. Other browsers signed in as you have been signed out.", "success"

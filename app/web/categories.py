@@ -2,43 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
 from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.models import Category
+from app.contacts.schemas import CategoryCreate
 from app.contacts.services import CategoryService, count_contacts_per_category
-from app.errors import Conflict, ValidationProblem
+from app.tenants.deps import org_service
 from app.tenants.guards import requires_scope
-from app.tenants.principal import Principal
+from app.textfields import max_length
 from app.web.common import (
+    BY_NAME,
     FormErrors,
-    Page,
-    limit_offset,
+    ListView,
+    catching,
+    done,
     page,
-    provide_page_number,
     read_form,
+    refused,
     see_other,
     text,
     wants_fragment,
 )
-from app.web.scoped import BY_NAME, field_errors, org_id
 
 LIST_URL = "/categories"
 READ = requires_scope("contacts:read")
 WRITE = requires_scope("contacts:write")
-NAME_LIMIT = 100
-DESCRIPTION_LIMIT = 500
-
-
-def provide_categories(db_session: AsyncSession, principal: Principal) -> CategoryService:
-    return CategoryService(session=db_session, organization_id=org_id(principal, "Categories"))
+NAME_LIMIT = max_length(CategoryCreate, "name")
+DESCRIPTION_LIMIT = max_length(CategoryCreate, "description")
+UNIQUE = ("name", "A category with this name already exists.")
+ROW = "partials/_category_row.html"
+LIST = ListView(
+    url=LIST_URL,
+    target="category-list",
+    name="categories",
+    template="categories/list.html",
+    fragment="partials/_category_table.html",
+    order=BY_NAME,
+    form={"name": "", "description": ""},
+)
 
 
 def read_category_form(form: Any, errors: FormErrors) -> dict[str, Any]:
@@ -57,46 +65,25 @@ def read_category_form(form: Any, errors: FormErrors) -> dict[str, Any]:
     return data
 
 
-async def contact_counts(categories: CategoryService, items: Any) -> dict[UUID, int]:
+def contact_counts(categories: CategoryService) -> Any:
     """How many contacts each category of the page holds (one query for the page)."""
-    return await count_contacts_per_category(categories, [c.id for c in items])
+
+    async def counts(items: Sequence[Category]) -> dict[str, Any]:
+        return {"counts": await count_contacts_per_category(categories, [c.id for c in items])}
+
+    return counts
 
 
 class CategoryPages(Controller):
     path = LIST_URL
     guards = [READ]
-    dependencies = {
-        "categories": Provide(provide_categories, sync_to_thread=False),
-        "page_number": Provide(provide_page_number, sync_to_thread=False),
-    }
-
-    async def _list_page(
-        self,
-        request: HTMXRequest,
-        categories: CategoryService,
-        page_number: int,
-        *,
-        form: dict[str, Any] | None = None,
-        errors: FormErrors | None = None,
-        status: int = 200,
-    ) -> Response[Any]:
-        items, total = await categories.list_and_count(limit_offset(page_number), BY_NAME)
-        listing = Page(items=items, total=total, number=page_number, url=LIST_URL, target="category-list")
-        context = {
-            "categories": listing,
-            "counts": await contact_counts(categories, items),
-            "form": form or {"name": "", "description": ""},
-            "errors": errors or FormErrors(),
-        }
-        if wants_fragment(request, "category-list"):
-            return page("partials/_category_table.html", context)
-        return page("categories/list.html", context, status=status)
+    dependencies = {"categories": org_service(CategoryService, what="Categories")}
 
     @get("/", name="categories")
     async def list_categories(
         self, request: HTMXRequest, categories: CategoryService, page_number: int
     ) -> Response[Any]:
-        return await self._list_page(request, categories, page_number)
+        return await LIST.render(request, categories, page_number, more=contact_counts(categories))
 
     @post("/", guards=[WRITE])
     async def create_category(
@@ -106,24 +93,21 @@ class CategoryPages(Controller):
         errors = FormErrors()
         data = read_category_form(form, errors)
         if not errors:
-            try:
+            async with catching(errors, "name", unique=UNIQUE, session=db_session):
                 category = await categories.create(dict(data))
-            except ValidationProblem as exc:
-                field_errors(exc, errors, "name")
-            except Conflict as exc:
-                errors.add("name", str(exc))
-            except (DuplicateKeyError, IntegrityError):
-                await db_session.rollback()
-                errors.add("name", "A category with this name already exists.")
-            else:
+            if not errors:
                 flash(request, f"Category “{category.name}” created.", "success")
                 return await see_other(db_session, LIST_URL)
         shown = {"name": data["name"], "description": data.get("description") or ""}
-        return await self._list_page(request, categories, 1, form=shown, errors=errors, status=422)
+        return await LIST.render(
+            request, categories, 1, more=contact_counts(categories), form=shown, errors=errors, status=422
+        )
 
-    async def _row(self, categories: CategoryService, category: Category, **extra: Any) -> Response[Any]:
-        counts = await contact_counts(categories, [category])
-        return page("partials/_category_row.html", {"category": category, "counts": counts, **extra})
+    async def _row(
+        self, categories: CategoryService, category: Category, status: int = 200, **extra: Any
+    ) -> Response[Any]:
+        context = {"category": category, **await contact_counts(categories)([category]), **extra}
+        return page(ROW, context, status=status)
 
     @post("/{category_id:uuid}/rename", guards=[WRITE])
     async def rename_category(
@@ -134,30 +118,17 @@ class CategoryPages(Controller):
         errors = FormErrors()
         data = read_category_form(form, errors)
         if not errors:
-            try:
+            async with catching(errors, "name", unique=UNIQUE, session=db_session):
                 category = await categories.update_category(category_id, data)
-            except ValidationProblem as exc:
-                field_errors(exc, errors, "name")
-            except Conflict as exc:
-                errors.add("name", str(exc))
-            except (DuplicateKeyError, IntegrityError):
-                await db_session.rollback()
-                errors.add("name", "A category with this name already exists.")
-            else:
-                flash(request, f"Category renamed to “{category.name}”.", "success")
-                if wants_fragment(request):
-                    await db_session.commit()
-                    return await self._row(categories, category, oob_flashes=True)
-                return await see_other(db_session, LIST_URL)
+            if not errors:
+                row = {"category": category, **await contact_counts(categories)([category])}
+                return await done(request, db_session, f"Category renamed to “{category.name}”.", LIST_URL, ROW, row)
         await db_session.rollback()
         category = await categories.get(category_id)
         if wants_fragment(request):
-            response = await self._row(categories, category, row_errors=errors, typed=data)
-            response.status_code = 422
-            return response
+            return await self._row(categories, category, status=422, row_errors=errors, typed=data)
         problem = errors.get("name") or errors.get("description") or errors.form or "The category was not renamed."
-        flash(request, problem, "error")
-        return await see_other(None, LIST_URL)
+        return await refused(request, problem, LIST_URL)
 
     @post("/{category_id:uuid}/remove", guards=[WRITE])
     async def remove_category(
@@ -166,8 +137,4 @@ class CategoryPages(Controller):
         category = await categories.get(category_id)
         name = category.name
         await categories.remove(category_id)
-        flash(request, f"Category “{name}” deleted; its contacts are kept.", "success")
-        if wants_fragment(request):
-            await db_session.commit()
-            return page("partials/_oob_flashes.html", {})
-        return await see_other(db_session, LIST_URL)
+        return await done(request, db_session, f"Category “{name}” deleted; its contacts are kept.", LIST_URL)

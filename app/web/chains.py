@@ -11,47 +11,53 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
 from litestar import Controller, Response, get, post
 from litestar.datastructures import FormMultiDict
-from litestar.di import Provide
 from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
-from app.errors import Conflict, ValidationProblem
+from app.errors import Conflict
 from app.messaging.models import Servicechain
+from app.messaging.schemas import ServicechainCreate
 from app.messaging.services import ServicechainService
 from app.plugins.schemas import Service
 from app.plugins.services import ServiceCatalog
+from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
-from app.tenants.principal import Principal
+from app.textfields import max_length
 from app.web.common import (
+    BY_NAME,
     FormErrors,
-    Page,
-    limit_offset,
+    ListView,
+    catching,
+    done,
+    form_values,
     page,
-    provide_page_number,
     read_form,
+    refused,
     see_other,
     text,
     wants_fragment,
 )
-from app.web.scoped import BY_NAME, field_errors, flash_fragment, form_values, org_id
-from app.web.services import provide_catalog, provide_credentials, provide_registry
+from app.web.services import SERVICE_PROVIDERS
 
 LIST_URL = "/servicechains"
 READ = requires_scope("servicechains:read")
 WRITE = requires_scope("servicechains:write")
-NAME_LIMIT = 200
-DESCRIPTION_LIMIT = 1000
-MAX_SERVICES = 20
-
-
-def provide_chains(db_session: AsyncSession, principal: Principal) -> ServicechainService:
-    return ServicechainService(session=db_session, organization_id=org_id(principal, "Servicechains"))
+NAME_LIMIT = max_length(ServicechainCreate, "name")
+DESCRIPTION_LIMIT = max_length(ServicechainCreate, "description")
+MAX_SERVICES = max_length(ServicechainCreate, "services")
+LIST = ListView(
+    url=LIST_URL,
+    target="chain-list",
+    name="chains",
+    template="chains/list.html",
+    fragment="partials/_chain_table.html",
+    order=BY_NAME,
+)
 
 
 def apply_op(services: list[str], op: str, add: str) -> list[str]:
@@ -102,29 +108,18 @@ def check_chain(data: dict[str, Any], errors: FormErrors) -> None:
 class ChainPages(Controller):
     path = LIST_URL
     guards = [READ]
-    dependencies = {
-        "chains": Provide(provide_chains, sync_to_thread=False),
-        "registry": Provide(provide_registry, sync_to_thread=False),
-        "credentials": Provide(provide_credentials, sync_to_thread=False),
-        "catalog": Provide(provide_catalog, sync_to_thread=False),
-        "page_number": Provide(provide_page_number, sync_to_thread=False),
-    }
+    dependencies = {"chains": org_service(ServicechainService, what="Servicechains"), **SERVICE_PROVIDERS}
 
     @get("/", name="servicechains")
     async def list_chains(
         self, request: HTMXRequest, chains: ServicechainService, catalog: ServiceCatalog, page_number: int
     ) -> Response[Any]:
-        items, total = await chains.list_and_count(limit_offset(page_number), BY_NAME)
-        listing = Page(items=items, total=total, number=page_number, url=LIST_URL, target="chain-list")
-        context = {"chains": listing, "catalog": {s.name: s for s in await catalog.all()}}
-        if wants_fragment(request, "chain-list"):
-            return page("partials/_chain_table.html", context)
-        return page("chains/list.html", context)
+        return await LIST.render(request, chains, page_number, catalog={s.name: s for s in await catalog.all()})
 
     @get("/{chain_id:uuid}", name="servicechain")
     async def chain_detail(self, chain_id: UUID, chains: ServicechainService, catalog: ServiceCatalog) -> Response[Any]:
         chain = await chains.get(chain_id)
-        contacts = ContactService(session=chains.repository.session, organization_id=chains.organization_id)
+        contacts = scoped(ContactService, chains.repository.session, chains.organization_id)
         users = await contacts.count(Contact.servicechain_id == chain.id)
         context = {"chain": chain, "catalog": {s.name: s for s in await catalog.all()}, "contacts_using": users}
         return page("chains/detail.html", context)
@@ -183,19 +178,14 @@ class ChainPages(Controller):
         errors = FormErrors()
         check_chain(data, errors)
         if not errors:
-            try:
+            async with catching(
+                errors, "services", unique=("name", "A servicechain with this name already exists."), session=db_session
+            ):
                 if chain is None:
                     saved = await chains.create_chain(dict(data))
                 else:
                     saved = await chains.update_chain(chain.id, dict(data))
-            except ValidationProblem as exc:
-                field_errors(exc, errors, "services")
-            except Conflict as exc:
-                errors.add("name", str(exc))
-            except (DuplicateKeyError, IntegrityError):
-                await db_session.rollback()
-                errors.add("name", "A servicechain with this name already exists.")
-            else:
+            if not errors:
                 verb = "created" if chain is None else "saved"
                 flash(request, f"Servicechain “{saved.name}” {verb}: {' → '.join(saved.services)}.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{saved.id}")
@@ -232,13 +222,5 @@ class ChainPages(Controller):
         try:
             await chains.remove(chain_id)
         except Conflict as exc:
-            problem = f"“{name}” was not deleted. {exc}"
-            if wants_fragment(request):
-                return flash_fragment(problem, status=409)
-            flash(request, problem, "error")
-            return await see_other(None, f"{LIST_URL}/{chain_id}")
-        flash(request, f"Servicechain “{name}” deleted.", "success")
-        if wants_fragment(request):
-            await db_session.commit()
-            return page("partials/_oob_flashes.html", {})
-        return await see_other(db_session, LIST_URL)
+            return await refused(request, f"“{name}” was not deleted. {exc}", f"{LIST_URL}/{chain_id}", status=409)
+        return await done(request, db_session, f"Servicechain “{name}” deleted.", LIST_URL)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -12,7 +11,6 @@ from advanced_alchemy.exceptions import DuplicateKeyError, IntegrityError
 from advanced_alchemy.filters import LimitOffset
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import FormMultiDict, UploadFile
-from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
@@ -22,49 +20,42 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.contacts import csvio
 from app.contacts.fields import FieldError, check_region
 from app.contacts.models import Contact
+from app.contacts.schemas import ContactCreate
 from app.contacts.services import CategoryService, ContactService
 from app.errors import ValidationProblem
 from app.messaging.models import Message
 from app.messaging.services import MessageService, ServicechainService
 from app.tenants.auth import session_maker
+from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
+from app.textfields import max_lengths
 from app.web.common import (
-    FormErrors,
-    limit_offset,
-    page,
-    provide_page_number,
-    read_form,
-    see_other,
-    text,
-    wants_fragment,
-)
-from app.web.scoped import (
     BY_NAME,
     OLDEST,
     FilteredPage,
-    field_errors,
-    flash_fragment,
+    FormErrors,
+    ListView,
+    catching,
+    checked,
+    done,
     form_values,
-    org_id,
+    page,
     parse_uuid,
+    read_form,
+    refused,
+    see_other,
+    text,
+    wants_fragment,
 )
 
 LIST_URL = "/contacts"
 READ = requires_scope("contacts:read")
 WRITE = requires_scope("contacts:write")
 CONVERSATION_PAGE_SIZE = 50
-TRUE_VALUES = frozenset({"on", "1", "true", "yes"})
 # The request schema's limits (app.contacts.schemas), checked here so the form says so next to the field.
-TEXT_LIMITS = {
-    "title": 50,
-    "first_name": 100,
-    "surname": 100,
-    "phone": 64,
-    "email": 320,
-    "telegram_chat_id": 64,
-    "notes": 5000,
-}
+TEXT_LIMITS = max_lengths(ContactCreate)
+CONFLICT = "This contact could not be saved: it conflicts with existing data."
 EMPTY_FORM: dict[str, Any] = {
     **{name: "" for name in TEXT_LIMITS},
     "category_ids": [],
@@ -73,8 +64,14 @@ EMPTY_FORM: dict[str, Any] = {
 }
 
 
-def provide_contacts(db_session: AsyncSession, principal: Principal) -> ContactService:
-    return ContactService(session=db_session, organization_id=org_id(principal, "The contact list"))
+LIST = ListView(
+    url=LIST_URL,
+    target="contact-list",
+    name="contacts",
+    template="contacts/list.html",
+    fragment="partials/_contact_table.html",
+    order=None,  # the search's own order: newest first
+)
 
 
 def read_contact_form(form: FormMultiDict, errors: FormErrors) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -100,7 +97,7 @@ def read_contact_form(form: FormMultiDict, errors: FormErrors) -> tuple[dict[str
         errors.add("servicechain_id", "Choose a servicechain from the list.")
     data["servicechain_id"] = chain_id
     shown["servicechain_id"] = raw_chain
-    data["opted_out"] = shown["opted_out"] = text(form, "opted_out").lower() in TRUE_VALUES
+    data["opted_out"] = shown["opted_out"] = checked(form, "opted_out")
     return data, shown
 
 
@@ -120,8 +117,8 @@ def contact_form_state(contact: Contact) -> dict[str, Any]:
 async def _choices(contacts: ContactService) -> dict[str, Any]:
     """The categories and servicechains a contact form offers."""
     session = contacts.repository.session
-    categories = await CategoryService(session=session, organization_id=contacts.organization_id).list(BY_NAME)
-    chains = await ServicechainService(session=session, organization_id=contacts.organization_id).list(BY_NAME)
+    categories = await scoped(CategoryService, session, contacts.organization_id).list(BY_NAME)
+    chains = await scoped(ServicechainService, session, contacts.organization_id).list(BY_NAME)
     return {
         "category_options": [(str(c.id), c.name) for c in categories],
         "chain_options": [("", "No default chain"), *((str(c.id), c.name) for c in chains)],
@@ -131,10 +128,7 @@ async def _choices(contacts: ContactService) -> dict[str, Any]:
 class ContactPages(Controller):
     path = LIST_URL
     guards = [READ]
-    dependencies = {
-        "contacts": Provide(provide_contacts, sync_to_thread=False),
-        "page_number": Provide(provide_page_number, sync_to_thread=False),
-    }
+    dependencies = {"contacts": org_service(ContactService, what="The contact list")}
 
     # ------------------------------------------------------------ list and search
 
@@ -150,30 +144,29 @@ class ContactPages(Controller):
         query = (q or "").strip()
         category_id = parse_uuid(category)
         errors = FormErrors()
-        items: Any = []
-        total = 0
+        filters: list[Any] | None = None
         try:
             filters = contacts.search_filters(query or None, category_id)
         except ValidationProblem as exc:
             errors.add("q", exc.detail)
-        else:
-            items, total = await contacts.search(*filters, limit_offset(page_number))
         params = {"q": query, "category_id": str(category_id) if category_id else ""}
-        listing = FilteredPage(
-            items=items, total=total, number=page_number, url=LIST_URL, target="contact-list", params=params
+
+        async def rows(window: LimitOffset) -> tuple[Any, int]:
+            return ([], 0) if filters is None else await contacts.search(*filters, window)
+
+        return await LIST.render(
+            request,
+            contacts,
+            page_number,
+            status=422 if errors else 200,
+            params=params,
+            rows=rows,
+            q=query,
+            category_id=params["category_id"],
+            categories=await contacts.categories.list(BY_NAME),
+            errors=errors,
+            export_url=export_url(params),
         )
-        categories = await contacts.categories.list(BY_NAME)
-        context = {
-            "contacts": listing,
-            "q": query,
-            "category_id": params["category_id"],
-            "categories": categories,
-            "errors": errors,
-            "export_url": export_url(params),
-        }
-        if wants_fragment(request, "contact-list"):
-            return page("partials/_contact_table.html", context)
-        return page("contacts/list.html", context, status=422 if errors else 200)
 
     # ------------------------------------------------------------ create
 
@@ -190,14 +183,9 @@ class ContactPages(Controller):
         errors = FormErrors()
         data, shown = read_contact_form(form, errors)
         if not errors:
-            try:
+            async with catching(errors, "first_name", unique=(None, CONFLICT), session=db_session):
                 contact = await contacts.create(data)
-            except ValidationProblem as exc:
-                field_errors(exc, errors, "first_name")
-            except (DuplicateKeyError, IntegrityError):
-                await db_session.rollback()
-                errors.add(None, "This contact could not be saved: it conflicts with existing data.")
-            else:
+            if not errors:
                 flash(request, f"{contact.display_name} is saved.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{contact.id}")
         context = {"form": shown, "errors": errors, "contact": None, **await _choices(contacts)}
@@ -211,7 +199,9 @@ class ContactPages(Controller):
         return page("contacts/import.html", context)
 
     @post("/import", guards=[WRITE], request_max_body_size=csvio.MAX_BYTES + 256 * 1024)
-    async def import_csv(self, request: HTMXRequest, db_session: AsyncSession, principal: Principal) -> Response[Any]:
+    async def import_csv(
+        self, request: HTMXRequest, contacts: ContactService, db_session: AsyncSession
+    ) -> Response[Any]:
         form = await read_form(request)
         errors = FormErrors()
         region = text(form, "region", 10)
@@ -228,11 +218,9 @@ class ContactPages(Controller):
         filename = ""
         if not errors and isinstance(upload, UploadFile):
             filename = upload.filename
-            contacts = ContactService(
-                session=db_session, organization_id=org_id(principal), default_region=default_region
-            )
+            importing = scoped(ContactService, db_session, contacts.organization_id, default_region=default_region)
             try:
-                report = await csvio.import_file(contacts, await upload.read(csvio.MAX_BYTES + 1))
+                report = await csvio.import_file(importing, await upload.read(csvio.MAX_BYTES + 1))
             except csvio.CSVFormatError as exc:
                 errors.add("file", exc.detail)
         context = {
@@ -253,19 +241,8 @@ class ContactPages(Controller):
         category: str | None = Parameter(query="category_id", default=None, required=False, max_length=64),
     ) -> Stream:
         query = (q or "").strip() or None
-        category_id = parse_uuid(category)
-        contacts.search_filters(query, category_id)  # bad input answers before the download starts
-        organization_id = contacts.organization_id
-        maker = session_maker(request)
-
-        async def rows() -> AsyncIterator[str]:
-            async with maker() as session:
-                service = ContactService(session=session, organization_id=organization_id)
-                async for chunk in csvio.export_csv(service, q=query, category_id=category_id):
-                    yield chunk
-
         return Stream(
-            rows(),
+            csvio.export_download(contacts, session_maker(request), q=query, category_id=parse_uuid(category)),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="contacts.csv"', "Cache-Control": "no-store"},
         )
@@ -285,11 +262,11 @@ class ContactPages(Controller):
         session = contacts.repository.session
         chain = None
         if contact.servicechain_id is not None:
-            chains = ServicechainService(session=session, organization_id=contacts.organization_id)
+            chains = scoped(ServicechainService, session, contacts.organization_id)
             chain = await chains.get_one_or_none(id=contact.servicechain_id)
         conversation: FilteredPage[Message] | None = None
         if principal.has_scope("messages:read"):
-            messages = MessageService(session=session, organization_id=contacts.organization_id)
+            messages = scoped(MessageService, session, contacts.organization_id)
             total = await messages.count(Message.contact_id == contact.id)
             pages = max(1, math.ceil(total / CONVERSATION_PAGE_SIZE))
             try:
@@ -335,11 +312,9 @@ class ContactPages(Controller):
         data, shown = read_contact_form(form, errors)
         if not errors:
             data["is_unknown"] = False  # someone looked at it and saved it
-            try:
+            async with catching(errors, "first_name"):
                 contact = await contacts.update_contact(contact_id, data)
-            except ValidationProblem as exc:
-                field_errors(exc, errors, "first_name")
-            else:
+            if not errors:
                 flash(request, f"{contact.display_name} is saved.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{contact.id}")
             await db_session.rollback()
@@ -357,13 +332,5 @@ class ContactPages(Controller):
             await contacts.remove(contact_id)
         except (IntegrityError, DuplicateKeyError):
             await db_session.rollback()
-            problem = f"{label} could not be deleted."
-            if wants_fragment(request):
-                return flash_fragment(problem)
-            flash(request, problem, "error")
-            return await see_other(None, f"{LIST_URL}/{contact_id}")
-        flash(request, f"{label} has been deleted.", "success")
-        if wants_fragment(request):
-            await db_session.commit()
-            return page("partials/_oob_flashes.html", {})
-        return await see_other(db_session, LIST_URL)
+            return await refused(request, f"{label} could not be deleted.", f"{LIST_URL}/{contact_id}")
+        return await done(request, db_session, f"{label} has been deleted.", LIST_URL)

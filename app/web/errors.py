@@ -10,6 +10,7 @@ from litestar.response import Redirect, Template
 
 from app.db.config import is_busy_error
 from app.errors import classify, log_server_error
+from app.web.common import flash_fragment, wants_fragment
 
 TITLES = {
     400: "That request did not work",
@@ -23,11 +24,6 @@ TITLES = {
     503: "Busy right now",
 }
 BUSY_PAGE = "The system is very busy right now. Please try again in a few seconds."
-
-
-def _is_fragment_request(request: Request[Any, Any, Any]) -> bool:
-    headers = request.headers
-    return headers.get("hx-request") == "true" and headers.get("hx-boosted") != "true"
 
 
 def web_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -49,16 +45,10 @@ def web_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Re
         detail = "There is nothing here, or it is not yours to see."
     headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     headers["Vary"] = "HX-Request"
-    if _is_fragment_request(request):
+    if wants_fragment(request):
         # A part of a page asked for this: show the problem in the page's message area instead of
         # swapping an error page into a table row.
-        headers.update({"HX-Retarget": "#flashes", "HX-Reswap": "innerHTML"})
-        return Template(
-            template_name="partials/_flash_message.html",
-            context={"message": detail, "category": "error"},
-            status_code=status,
-            headers=headers,
-        )
+        return flash_fragment(detail, status=status, headers=headers)
     return Template(
         template_name="error.html",
         context={"status": status, "detail": detail, "title": TITLES.get(status, "Something went wrong")},

@@ -10,25 +10,30 @@ from litestar.datastructures import FormMultiDict
 
 from app.tenants.models import Plan, Role
 from app.tenants.principal import ALL_SCOPES
+from app.tenants.schemas import UserCreate
 from app.tenants.security import password_problem
+from app.textfields import max_length
 from app.web.common import FormErrors, secret_text, text
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 TOKEN_EXPIRY_CHOICES = (7, 30, 90, 365)
+# the request schemas' limits (every name of app.tenants.schemas is a ``Name``)
+EMAIL_LIMIT = max_length(UserCreate, "email")
+NAME_LIMIT = max_length(UserCreate, "name")
 
 
 def check_email(value: str, errors: FormErrors, name: str = "email") -> None:
     if not value:
         errors.add(name, "Enter an email address.")
-    elif len(value) > 320 or not EMAIL.match(value):
+    elif len(value) > EMAIL_LIMIT or not EMAIL.match(value):
         errors.add(name, "Enter a valid email address, like name@example.com.")
 
 
 def check_name(value: str, errors: FormErrors, name: str = "name", what: str = "a name") -> None:
     if not value:
         errors.add(name, f"Enter {what}.")
-    elif len(value) > 200:
-        errors.add(name, "Keep it under 200 characters.")
+    elif len(value) > NAME_LIMIT:
+        errors.add(name, f"Keep it under {NAME_LIMIT} characters.")
 
 
 def new_user_fields(form: FormMultiDict, roles: Iterable[Role], errors: FormErrors) -> dict[str, Any]:

@@ -3,12 +3,12 @@ page whose state and attempts update by themselves while it is being sent (htmx 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID, uuid4
 
 from advanced_alchemy.filters import LimitOffset
 from litestar import Controller, Request, Response, get, post
-from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
@@ -18,23 +18,13 @@ from app.contacts.models import Contact
 from app.contacts.services import ContactService
 from app.errors import Conflict, PaymentRequired, ValidationProblem
 from app.messaging import schemas
+from app.messaging.labels import IN_FLIGHT, STATE_LABELS
 from app.messaging.models import Direction, Message, MessageState
 from app.messaging.services import MessageService, ServicechainService, request_hash
 from app.messaging.templating import MAX_CONTENT
+from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
-from app.tenants.principal import Principal
-from app.web.common import (
-    NEWEST,
-    FormErrors,
-    limit_offset,
-    page,
-    provide_page_number,
-    read_form,
-    see_other,
-    text,
-    wants_fragment,
-)
-from app.web.scoped import BY_NAME, IN_FLIGHT_STATES, STATE_LABELS, FilteredPage, field_errors, org_id, parse_uuid
+from app.web.common import BY_NAME, FormErrors, ListView, page, parse_uuid, read_form, see_other, text, wants_fragment
 
 LIST_URL = "/messages"
 READ = requires_scope("messages:read")
@@ -43,12 +33,17 @@ CONTACT_CHOICES = 100
 DIRECTIONS = {"outgoing": "Outgoing", "incoming": "Incoming"}
 
 
-def provide_messages(db_session: AsyncSession, principal: Principal) -> MessageService:
-    return MessageService(session=db_session, organization_id=org_id(principal, "The message log"))
+LIST = ListView(
+    url=LIST_URL,
+    target="message-list",
+    name="messages",
+    template="messages/list.html",
+    fragment="partials/_message_table.html",
+)
 
 
 def _contacts(messages: MessageService) -> ContactService:
-    return ContactService(session=messages.session, organization_id=messages.organization_id)
+    return scoped(ContactService, messages.session, messages.organization_id)
 
 
 def new_idempotency_key() -> str:
@@ -70,10 +65,7 @@ async def contact_choices(contacts: ContactService, q: str = "", selected: Conta
 
 class MessagePages(Controller):
     path = LIST_URL
-    dependencies = {
-        "messages": Provide(provide_messages, sync_to_thread=False),
-        "page_number": Provide(provide_page_number, sync_to_thread=False),
-    }
+    dependencies = {"messages": org_service(MessageService, what="The message log")}
 
     # ------------------------------------------------------------ the log
 
@@ -93,27 +85,23 @@ class MessagePages(Controller):
             filters.append(Message.state == MessageState(state))
         if direction:
             filters.append(Message.direction == Direction(direction))
-        items, total = await messages.list_and_count(*filters, limit_offset(page_number), NEWEST)
-        contacts = {c.id: c for c in await _contacts(messages).list_by_ids(m.contact_id for m in items)}
-        listing = FilteredPage(
-            items=items,
-            total=total,
-            number=page_number,
-            url=LIST_URL,
-            target="message-list",
-            params={"state": state, "direction": direction},
+
+        async def contacts(items: Sequence[Message]) -> dict[str, Any]:
+            found = await _contacts(messages).list_by_ids(m.contact_id for m in items)
+            return {"contacts": {c.id: c for c in found}}
+
+        params = {"state": state, "direction": direction}
+        return await LIST.render(
+            request,
+            messages,
+            page_number,
+            *filters,
+            params=params,
+            more=contacts,
+            directions=DIRECTIONS,
+            state=state,
+            direction=direction,
         )
-        context = {
-            "messages": listing,
-            "contacts": contacts,
-            "state": state,
-            "direction": direction,
-            "states": STATE_LABELS,
-            "directions": DIRECTIONS,
-        }
-        if wants_fragment(request, "message-list"):
-            return page("partials/_message_table.html", context)
-        return page("messages/list.html", context)
 
     # ------------------------------------------------------------ compose
 
@@ -127,7 +115,7 @@ class MessagePages(Controller):
         preview: dict[str, Any] | None = None,
         status: int = 200,
     ) -> Response[Any]:
-        service = ServicechainService(session=messages.session, organization_id=messages.organization_id)
+        service = scoped(ServicechainService, messages.session, messages.organization_id)
         chains = await service.list(BY_NAME)
         default_chain = next((c for c in chains if contact is not None and c.id == contact.servicechain_id), None)
         org_default = await service.organization_default()
@@ -243,7 +231,7 @@ class MessagePages(Controller):
                 message, replayed = await messages.submit(data, coordinator, key, request_hash(data))
             except ValidationProblem as exc:
                 await db_session.rollback()
-                field_errors(exc, errors, "content")
+                errors.take(exc, "content")
             except PaymentRequired as exc:
                 await db_session.rollback()
                 reason = str(exc)
@@ -272,7 +260,7 @@ class MessagePages(Controller):
         context: dict[str, Any] = {
             "message": message,
             "attempts": attempts,
-            "live": str(message.state) in IN_FLIGHT_STATES,
+            "live": message.state in IN_FLIGHT,
             "scheduled": message.send_at is not None and message.state == MessageState.PENDING,
         }
         if wants_fragment(request, "message-status"):
@@ -280,7 +268,7 @@ class MessagePages(Controller):
         contact = await _contacts(messages).get_one_or_none(id=message.contact_id)
         chain = None
         if message.servicechain_id is not None:
-            chains = ServicechainService(session=messages.session, organization_id=messages.organization_id)
+            chains = scoped(ServicechainService, messages.session, messages.organization_id)
             chain = await chains.get_one_or_none(id=message.servicechain_id)
         reply_to = await messages.get_one_or_none(id=message.reply_to_id) if message.reply_to_id else None
         context.update({"contact": contact, "chain": chain, "reply_to": reply_to})

@@ -7,32 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Response, get, post
-from litestar.di import Provide
-from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import ValidationProblem
 from app.messaging.services import ServicechainService
+from app.tenants.deps import org_service
 from app.tenants.guards import requires_principal, requires_scope
-from app.tenants.principal import Principal
 from app.tenants.services import OrganizationService
-from app.web.common import FormErrors, page, read_form, see_other, text, wants_fragment
-from app.web.scoped import BY_NAME, field_errors, org_id, parse_uuid
+from app.web.common import BY_NAME, FormErrors, catching, done, page, parse_uuid, read_form, text, wants_fragment
 
 SETTINGS_URL = "/settings"
 FIELD = "default_servicechain_id"
 WRITE = requires_scope("servicechains:write")
 
 
-def provide_org_chains(db_session: AsyncSession, principal: Principal) -> ServicechainService:
-    return ServicechainService(session=db_session, organization_id=org_id(principal, "Settings"))
-
-
 class SettingsPages(Controller):
     path = SETTINGS_URL
     guards = [requires_principal]
-    dependencies = {"chains": Provide(provide_org_chains, sync_to_thread=False)}
+    dependencies = {"chains": org_service(ServicechainService, what="Settings")}
 
     async def _settings(
         self,
@@ -73,17 +65,15 @@ class SettingsPages(Controller):
         if raw and chain_id is None:
             errors.add(FIELD, "Choose a servicechain from the list.")
         else:
-            try:
+            async with catching(errors, FIELD):
                 await OrganizationService(session=db_session).update_own(chains.organization_id, {FIELD: chain_id})
-            except ValidationProblem as exc:
-                field_errors(exc, errors, FIELD)
-            else:
+            if not errors:
                 chain = await chains.get(chain_id) if chain_id else None
-                done = f"Default servicechain set to “{chain.name}”." if chain else "Default servicechain cleared."
-                flash(request, done, "success")
-                if not wants_fragment(request):
-                    return await see_other(db_session, SETTINGS_URL)
-                await db_session.commit()
-                return await self._settings(request, chains, oob_flashes=True)
+                message = f"Default servicechain set to “{chain.name}”." if chain else "Default servicechain cleared."
+
+                async def settings() -> Response[Any]:
+                    return await self._settings(request, chains, oob_flashes=True)
+
+                return await done(request, db_session, message, SETTINGS_URL, settings)
         await db_session.rollback()
         return await self._settings(request, chains, errors=errors, chosen=raw, status=422)

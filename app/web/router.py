@@ -14,7 +14,7 @@ from app.web.auth import WebSessionAuthMiddleware
 from app.web.categories import CategoryPages
 from app.web.chains import ChainPages
 from app.web.clients import ClientPages
-from app.web.common import add_vary, provide_web_principal
+from app.web.common import add_vary, provide_page_number, provide_web_principal
 from app.web.contacts import ContactPages
 from app.web.errors import web_exception_handler
 from app.web.messages import MessagePages
@@ -46,7 +46,10 @@ def make_web_router() -> Router:
         include_in_schema=False,
         request_class=HTMXRequest,
         middleware=[DefineMiddleware(WebSessionAuthMiddleware)],
-        dependencies={"principal": Provide(provide_web_principal, sync_to_thread=False)},
+        dependencies={
+            "principal": Provide(provide_web_principal, sync_to_thread=False),
+            "page_number": Provide(provide_page_number, sync_to_thread=False),
+        },
         after_request=add_vary,
         # The SQLAlchemy plugin registers an app-level handler for RepositoryError (NotFoundError...),
         # which would win over the app's generic one: pages must answer with pages.

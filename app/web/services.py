@@ -22,20 +22,19 @@ from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.errors import Conflict, ValidationProblem
+from app.errors import Conflict
 from app.plugins.registry import PluginRegistry, load_registry
 from app.plugins.schemas import ServiceDetail
 from app.plugins.services import CredentialService, ServiceCatalog
+from app.tenants.deps import org_service
 from app.tenants.guards import requires_org_admin, requires_scope
 from app.tenants.principal import Principal
-from app.web.common import FormErrors, page, read_form, see_other
-from app.web.scoped import field_errors, org_id
+from app.web.common import TRUE_VALUES, FormErrors, catching, page, read_form, see_other
 
 LIST_URL = "/services"
 READ = requires_scope("servicechains:read")
 NAME = "/{name:str}"
 MAX_VALUE = 8192
-TRUE_VALUES = frozenset({"on", "1", "true", "yes"})
 SECRET_NAME = re.compile(r"(password|secret|token|api_?key|private)", re.IGNORECASE)
 ADDRESS_LABELS = {
     "phone": "Phone number",
@@ -168,21 +167,18 @@ def provide_registry(settings: Settings) -> PluginRegistry:
     return load_registry(settings)
 
 
-def provide_credentials(
-    db_session: AsyncSession, principal: Principal, settings: Settings, registry: PluginRegistry
-) -> CredentialService:
-    return CredentialService(
-        session=db_session,
-        organization_id=org_id(principal, "Service credentials"),
-        settings=settings,
-        registry=registry,
-    )
-
-
 def provide_catalog(
     db_session: AsyncSession, registry: PluginRegistry, credentials: CredentialService
 ) -> ServiceCatalog:
     return ServiceCatalog(db_session, registry, credentials)
+
+
+#: the plugins, the organization's credentials and the catalog of services (also used by the chain pages)
+SERVICE_PROVIDERS = {
+    "registry": Provide(provide_registry, sync_to_thread=False),
+    "credentials": org_service(CredentialService, what="Service credentials"),
+    "catalog": Provide(provide_catalog, sync_to_thread=False),
+}
 
 
 def _detail_context(
@@ -202,11 +198,7 @@ def _detail_context(
 class ServicePages(Controller):
     path = LIST_URL
     guards = [READ]
-    dependencies = {
-        "registry": Provide(provide_registry, sync_to_thread=False),
-        "credentials": Provide(provide_credentials, sync_to_thread=False),
-        "catalog": Provide(provide_catalog, sync_to_thread=False),
-    }
+    dependencies = SERVICE_PROVIDERS
 
     @get("/", name="services")
     async def list_services(self, catalog: ServiceCatalog, principal: Principal) -> Response[Any]:
@@ -241,13 +233,9 @@ class ServicePages(Controller):
         errors = FormErrors()
         data, shown = read_credentials(fields, form, errors)
         if not errors:
-            try:
+            async with catching(errors, also=(Conflict,)):
                 await credentials.put(name, data)
-            except ValidationProblem as exc:
-                field_errors(exc, errors)
-            except Conflict as exc:
-                errors.add(None, str(exc))
-            else:
+            if not errors:
                 flash(request, f"The {service.title} credentials are checked and saved.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{name}")
         if errors.fields and not errors.form:
