@@ -19,12 +19,9 @@ from app.config import Settings, get_settings
 
 
 def _sessions(settings: Settings) -> Any:
-    from sqlalchemy.ext.asyncio import async_sessionmaker
+    from app.db.config import make_sessions  # imported when used: the CLI starts fast
 
-    from app.db.config import make_sqlalchemy_config
-
-    engine = make_sqlalchemy_config(settings).get_engine()
-    return engine, async_sessionmaker(engine, expire_on_commit=False)
+    return make_sessions(settings)
 
 
 def upgrade_database(settings: Settings, revision: str = "head", sql: bool = False) -> None:
@@ -49,7 +46,7 @@ async def _create_sysadmin(settings: Settings, email: str, password: str, name: 
 async def _create_demo_organization(settings: Settings, admin_email: str, password: str) -> None:
     """The embedded run's demo: an organization, its admin, and its default chain on the ``log`` service."""
     from app.messaging.services import ServicechainService
-    from app.plugins.registry import check_and_record, load_registry
+    from app.servicehost.registry import check_and_record, load_registry
     from app.tenants.models import Organization, Role
     from app.tenants.services import UserService
 

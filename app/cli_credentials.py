@@ -42,7 +42,7 @@ async def rotate_credentials(
     from sqlalchemy import select, update
 
     from app.plugins.crypto import CredentialCipher, CredentialsUnavailable
-    from app.plugins.models import ServiceCredential
+    from app.servicehost.models import ServiceCredential
 
     cipher = CredentialCipher(settings.security)
     report = RotationReport()
@@ -87,9 +87,9 @@ async def rotate_credentials(
 
 
 async def _rotate(settings: Settings, batch_size: int, dry_run: bool) -> RotationReport:
-    from app.cli import _sessions
+    from app.db.config import make_sessions
 
-    engine, sessions = _sessions(settings)
+    engine, sessions = make_sessions(settings)
     try:
         return await rotate_credentials(sessions, settings, batch_size=batch_size, dry_run=dry_run)
     finally:

@@ -37,12 +37,12 @@ from app.config import BASE_DIR, Settings
 from app.db.config import make_sqlalchemy_config
 from app.logging import configure_logging
 from app.messaging.coordinator import Coordinator
-from app.plugins.registry import load_registry, startup_check
+from app.queues import DEFAULT_QUEUE, make_queues
+from app.servicehost.registry import load_registry, startup_check
 from app.web.errors import web_exception_handler
 from app.web.router import make_web_router
 from app.web.security_headers import security_headers_hook
 from app.web.templating import register_globals
-from app.worker.queues import DEFAULT_QUEUE, make_queues
 
 JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema")
 
@@ -63,6 +63,10 @@ def _provide_redis(state: State) -> Redis:
 
 def _provide_queue(state: State) -> Queue:
     return state.queue
+
+
+def _provide_coordinator(state: State) -> Coordinator:
+    return state.coordinator
 
 
 class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
@@ -90,8 +94,10 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 await queue.connect()
             app.state.coordinator = Coordinator(
                 settings=settings,
-                registry=load_registry(settings), queues=app.state.queues,
-                send_timeout=settings.worker.send_timeout, heartbeat=settings.worker.heartbeat_seconds,
+                registry=load_registry(settings),
+                queues=app.state.queues,
+                send_timeout=settings.worker.send_timeout,
+                heartbeat=settings.worker.heartbeat_seconds,
             )
             # the plugin health check: load and self-test every plugin, record it for every process
             await startup_check(settings, self.sqlalchemy.create_session_maker())
@@ -153,6 +159,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 "settings": Provide(_provide_settings, sync_to_thread=False),
                 "redis": Provide(_provide_redis, sync_to_thread=False),
                 "queue": Provide(_provide_queue, sync_to_thread=False),
+                "coordinator": Provide(_provide_coordinator, sync_to_thread=False),
             }
         )
         app_config.exception_handlers[Exception] = exception_handler

@@ -110,11 +110,11 @@ async def pipeline(
     from sqlalchemy import func, select
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+    from app import models as _models  # noqa: F401
     from app.config import Settings
-    from app.db import models as _models  # noqa: F401
     from app.db.base import metadata
     from app.messaging.models import Message, MessageState
-    from app.plugins.registry import check_and_record, load_registry
+    from app.servicehost.registry import check_and_record, load_registry
     from app.tenants.models import Organization, Role
     from app.tenants.services import AccountService, TokenService
 

@@ -7,7 +7,7 @@ from alembic.autogenerate import rewriter
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
 
-from app.db import models as _models  # noqa: F401  (registers every table)
+from app import models as _models  # noqa: F401  (registers every table)
 
 if TYPE_CHECKING:
     from advanced_alchemy.alembic.commands import AlembicCommandConfig

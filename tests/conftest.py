@@ -26,9 +26,9 @@ from redis.asyncio import Redis
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
+from app import models as _models  # noqa: F401
 from app.asgi import create_app
 from app.config import DatabaseSettings, RedisSettings, Settings
-from app.db import models as _models  # noqa: F401
 from app.db.base import metadata
 from app.embedded_redis import EmbeddedRedis, start_embedded_redis
 from app.tenants.models import Organization, Role, User

@@ -20,11 +20,11 @@ from saq import Job
 from sqlalchemy import func, select
 
 from app.config import RedisSettings, Settings
+from app.queues import make_queue
+from app.tenants.jobs import send_password_reset
 from app.tenants.models import Organization, PasswordResetToken, Role, User
 from app.tenants.principal import ALL_SCOPES, ROLE_SCOPES
 from app.tenants.services import AccountService, PasswordResetService
-from app.worker.jobs import send_password_reset
-from app.worker.queues import make_queue
 from tests.conftest import PASSWORD, World, bearer
 from tests.helpers import free_port
 from tests.test_api_tenancy import oauth_token

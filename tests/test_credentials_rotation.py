@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.plugins.crypto import CredentialCipher, CredentialsUnavailable
-from app.plugins.models import ServiceCredential
-from app.plugins.registry import load_registry
-from app.plugins.services import CredentialService
+from app.servicehost.models import ServiceCredential
+from app.servicehost.registry import load_registry
+from app.servicehost.services import CredentialService
 from tests.conftest import World
 from tests.helpers import worker_env
 

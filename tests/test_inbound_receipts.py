@@ -25,9 +25,9 @@ from app.messaging.inbound import apply_inbound, apply_link
 from app.messaging.models import Attempt, AttemptOutcome, CreditState, Direction, Message, MessageState
 from app.messaging.receipts import apply_receipt
 from app.plugins.base import Inbound, Receipt
-from app.plugins.registry import check_and_record, load_registry
+from app.queues import make_queues
+from app.servicehost.registry import check_and_record, load_registry
 from app.tenants.models import Organization, Plan
-from app.worker.queues import make_queues
 from tests.conftest import World
 
 S = MessageState

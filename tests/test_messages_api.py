@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from app.config import Settings
 from app.messaging import state
 from app.messaging.models import Message, MessageState
+from app.queues import SEND_QUEUE, make_queue
 from app.tenants.models import Organization, Plan, Role
-from app.worker.queues import SEND_QUEUE, make_queue
 from tests.conftest import World, bearer
 from tests.pipeline import Tenant, fast_settings, new_contact, setup_chain, tenant
 

@@ -17,8 +17,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app import models as _models  # noqa: F401  (registers every table)
 from app.config import DatabaseSettings, Settings
-from app.db import models as _models  # noqa: F401  (registers every table)
 from app.db.base import metadata
 from app.db.config import make_sqlalchemy_config
 from tests.conftest import PG_URL

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.asgi import create_app
 from app.config import Settings
 from app.plugins.base import PluginContext
-from app.plugins.jobs import CRON_JOBS, recheck_plugins
-from app.plugins.registry import PluginRegistry, is_available, load_registry, service_statuses
+from app.servicehost.jobs import CRON_JOBS, recheck_plugins
+from app.servicehost.registry import PluginRegistry, is_available, load_registry, service_statuses
 from app.tenants.models import Role
 from tests.conftest import World, bearer
 

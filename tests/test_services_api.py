@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.asgi import create_app
 from app.config import Settings
 from app.plugins.crypto import CredentialsUnavailable
-from app.plugins.models import ServiceCredential
-from app.plugins.services import CredentialService
 from app.plugins.smtp import SmtpCredentials
 from app.plugins.webhook import WebhookCredentials
+from app.servicehost.models import ServiceCredential
+from app.servicehost.services import CredentialService
 from app.tenants.models import Organization, Role
 from tests.conftest import World, bearer
 from tests.helpers import free_port

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from app.config import Settings
 from app.contacts.models import Category, Contact
 from app.messaging.models import Message, MessageState, Servicechain
-from app.plugins.models import ServiceCredential, ServiceStatus
+from app.servicehost.models import ServiceCredential, ServiceStatus
 from app.tenants.models import Organization, Plan, Role
 from tests.conftest import World
 from tests.helpers import free_port

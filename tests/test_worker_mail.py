@@ -18,10 +18,10 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
+from app.queues import make_queue
 from app.tenants.flows import request_password_reset
 from app.tenants.models import Role
 from app.tenants.services import AccountService, PasswordResetService
-from app.worker.queues import make_queue
 from tests.conftest import World
 from tests.helpers import free_port, wait_for, worker_env
 

@@ -38,6 +38,7 @@ async def provider_hook(
     organization_id: UUID,
     db_session: AsyncSession,
     settings: Settings,
+    coordinator: Coordinator,
 ) -> Response[bytes]:
     body = await request.body()
     hook = WebhookRequest(
@@ -47,7 +48,6 @@ async def provider_hook(
         query=dict(request.query_params),
         body=body,
     )
-    coordinator: Coordinator = request.app.state.coordinator
     answer = await receive_hook(db_session, coordinator, settings, service, organization_id, hook)
     return Response(answer.body, media_type=answer.media_type, status_code=200)
 

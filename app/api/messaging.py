@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.service import OffsetPagination
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,13 +19,10 @@ from app.contacts.services import ContactService
 from app.errors import ValidationProblem
 from app.messaging import schemas
 from app.messaging.coordinator import Coordinator
-from app.messaging.models import Attempt, Direction, Message, MessageState
-from app.messaging.services import MessageService, ServicechainService, request_hash
+from app.messaging.models import Attempt, Message
+from app.messaging.services import MessageService, ServicechainService
 from app.tenants.guards import requires_scope
 from app.tenants.principal import Principal
-
-NEWEST = OrderBy(field_name="created_at", sort_order="desc")
-OLDEST = OrderBy(field_name="created_at", sort_order="asc")
 
 
 def _org(principal: Principal) -> UUID:
@@ -102,15 +99,14 @@ class MessageController(Controller):
     @post("", summary="Send a message (201; Idempotency-Key supported)", guards=[requires_scope("messages:send")])
     async def send(
         self,
-        request: Request[Any, Any, Any],
         messages: MessageService,
+        coordinator: Coordinator,
         data: schemas.MessageCreate,
         idempotency_key: Annotated[
             str | None, Parameter(header="Idempotency-Key", max_length=255, required=False)
         ] = None,
     ) -> Response[schemas.Message]:
-        coordinator: Coordinator = request.app.state.coordinator
-        message, replayed = await messages.submit(data, coordinator, idempotency_key, request_hash(data))
+        message, replayed = await messages.submit(data, idempotency_key, coordinator=coordinator)
         out = message_out(message, await messages.attempts_of(message.id))
         return Response(out, status_code=201, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
@@ -130,18 +126,14 @@ class MessageController(Controller):
         blast_id: UUID | None = None,
         since: datetime | None = None,
     ) -> OffsetPagination[schemas.Message]:
-        filters: list[Any] = []
-        if contact_id:
-            filters.append(Message.contact_id == contact_id)
-        if message_state:
-            filters.append(Message.state == MessageState(message_state))
-        if direction:
-            filters.append(Message.direction == Direction(direction))
-        if blast_id:
-            filters.append(Message.blast_id == blast_id)
-        if since:
-            filters.append(Message.created_at >= since)
-        items, total = await messages.list_and_count(*filters, limit_offset, NEWEST)
+        items, total = await messages.search(
+            limit_offset,
+            contact_id=contact_id,
+            state=message_state,
+            direction=direction,
+            blast_id=blast_id,
+            since=since,
+        )
         return OffsetPagination(
             items=[message_out(m) for m in items], total=total, limit=limit_offset.limit, offset=limit_offset.offset
         )
@@ -163,7 +155,7 @@ class ConversationController(Controller):
         self, messages: MessageService, contact_id: UUID, limit_offset: LimitOffset
     ) -> OffsetPagination[schemas.Message]:
         await ContactService(session=messages.session, organization_id=messages.organization_id).get(contact_id)
-        items, total = await messages.list_and_count(Message.contact_id == contact_id, limit_offset, OLDEST)
+        items, total = await messages.search(limit_offset, contact_id=contact_id, oldest_first=True)
         return OffsetPagination(
             items=[message_out(m) for m in items], total=total, limit=limit_offset.limit, offset=limit_offset.offset
         )

@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import ValidationProblem
-from app.plugins import schemas
-from app.plugins.registry import PluginRegistry, load_registry
-from app.plugins.services import CredentialService, ServiceCatalog
+from app.servicehost import schemas
+from app.servicehost.registry import PluginRegistry, load_registry
+from app.servicehost.services import CredentialService, ServiceCatalog
 from app.tenants.guards import requires_org_admin, requires_scope
 from app.tenants.principal import Principal
 

@@ -39,8 +39,8 @@ from app.contacts.fields import (
     normalise_telegram_chat_id,
 )
 from app.contacts.models import Category, Contact, contact_category
+from app.db.scoping import OrgScopedRepository, OrgScopedService, references_own_row
 from app.errors import Conflict, FieldErrors, ValidationProblem
-from app.tenants.scoping import OrgScopedRepository, OrgScopedService
 
 TEXT_FIELDS = ("title", "first_name", "surname")
 IDENTIFYING_FIELDS = ("first_name", "surname", "phone", "email", "telegram_chat_id")
@@ -221,10 +221,8 @@ class ContactService(OrgScopedService[Contact]):
             except FieldErrors as exc:
                 errors.update(exc.errors)
         if out.get("servicechain_id") is not None:
-            from app.messaging.services import ServicechainRepository  # messaging builds on contacts
-
-            chains = ServicechainRepository(session=self.repository.session, organization_id=self.organization_id)
-            if await chains.get_one_or_none(id=out["servicechain_id"]) is None:
+            session, chain_id = self.repository.session, out["servicechain_id"]
+            if not await references_own_row(session, Contact.servicechain_id, self.organization_id, chain_id):
                 errors["servicechain_id"] = "No such servicechain in this organization."
         if errors:
             raise FieldErrors(errors)

@@ -19,7 +19,7 @@ from advanced_alchemy.extensions.litestar import (
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import BASE_DIR, Settings
 
@@ -131,3 +131,9 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             render_as_batch=True,
         ),
     )
+
+
+def make_sessions(settings: Settings) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """An engine and a session maker outside the app (the CLI): dispose of the engine when done."""
+    engine = make_sqlalchemy_config(settings).get_engine()
+    return engine, async_sessionmaker(engine, expire_on_commit=False)

@@ -25,20 +25,18 @@ from app.contacts.models import Contact
 from app.logging import get_logger
 from app.messaging import credits, state
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
-from app.plugins.registry import PluginRegistry, service_statuses
-from app.plugins.services import CredentialService
+from app.messaging.usable import unusable
+from app.queues import SEND_QUEUE, send_job_key, send_job_options
+from app.servicehost.registry import PluginRegistry, service_statuses
+from app.servicehost.services import CredentialService
+from app.tenants.deps import scoped
 from app.tenants.models import Organization
-from app.worker.queues import SEND_QUEUE
 
 log = get_logger(__name__)
 
 
 #: seconds a process trusts the service statuses it read (blacklisting applies within this delay)
 STATUS_TTL = 5.0
-
-
-def send_job_key(attempt_id: UUID | str) -> str:
-    return f"send:{attempt_id}"
 
 
 @dataclass
@@ -53,7 +51,8 @@ class Coordinator:
     _status_cache: tuple[float, dict[str, Any]] | None = field(default=None, init=False, repr=False)
 
     async def dispatch(self, session: AsyncSession, message_id: UUID) -> None:
-        """Start the next service of the chain (or fail the message); commits. Safe to call twice."""
+        """Start the next service of the chain (or fail the message); commits, then enqueues the send job.
+        Safe to call twice."""
         message = await session.scalar(select(Message).where(Message.id == message_id).with_for_update())
         if message is None or message.state not in state.IN_FLIGHT:
             return
@@ -67,16 +66,22 @@ class Coordinator:
         contact = await session.scalar(
             select(Contact).where(Contact.id == message.contact_id).options(noload(Contact.categories))
         )
-        await self._advance(session, message, len(attempts), contact)
+        attempt = await self._advance(session, message, len(attempts), contact)
+        await session.commit()
+        if attempt is not None:
+            await self.enqueue_send(attempt.id)
 
     async def start(self, session: AsyncSession, message: Message, contact: Contact) -> Attempt | None:
         """Start a message that was just accepted in this transaction: no lock or re-read needed, as no
-        one else knows it yet. Commits; returns the attempt handed to a worker, if any."""
+        one else knows it yet. Does not commit: the caller (``MessageService.submit``) commits the message
+        with its first attempt, then hands that attempt to a worker (:meth:`enqueue_send`)."""
         return await self._advance(session, message, 0, contact)
 
     async def _advance(
         self, session: AsyncSession, message: Message, seq: int, contact: Contact | None
     ) -> Attempt | None:
+        """Add the next usable service's attempt and move the message to MSG_SENDING (or fail it), in the
+        caller's transaction; the attempt to enqueue once committed, if any."""
         org = await session.get(Organization, message.organization_id)
         if contact is None or org is None:
             await self._fail(session, message, "contact_missing")
@@ -88,12 +93,19 @@ class Coordinator:
             await self._fail(session, message, "opted_out")
             return None
         statuses = await self._statuses(session)
-        creds = CredentialService(
-            session=session, organization_id=message.organization_id, settings=self.settings, registry=self.registry
+        creds = scoped(
+            CredentialService, session, message.organization_id, settings=self.settings, registry=self.registry
         )
         while seq < len(message.route):
             name = message.route[seq]
-            reason = await self._unusable(name, statuses, creds, contact, message)
+            reason = await unusable(
+                name,
+                statuses=statuses,
+                registry=self.registry,
+                credentials=creds,
+                contact=contact,
+                content=message.content,
+            )
             now = utcnow()
             if reason is not None:
                 session.add(
@@ -125,8 +137,6 @@ class Coordinator:
                 await session.rollback()
                 return None
             await state.move(session, message.id, MessageState.SENDING, service=name)
-            await session.commit()
-            await self.enqueue_send(attempt.id)
             return attempt
         await self._fail(session, message, "every service of the chain failed" if message.route else "empty chain")
         return None
@@ -138,42 +148,17 @@ class Coordinator:
             self._status_cache = (now, await service_statuses(session))
         return self._status_cache[1]
 
-    async def _unusable(
-        self, name: str, statuses: dict[str, Any], creds: CredentialService, contact: Contact, message: Message
-    ) -> str | None:
-        status = statuses.get(name)
-        if status is None:
-            return "unknown_service: not installed"
-        if status.status != "available":
-            return f"blacklisted: {status.reason or 'failed its health check'}"
-        plugin = self.registry.get(name)
-        if plugin is None:
-            return "blacklisted: not available in this process"
-        info = plugin.info
-        if info.credentials_type is not None and not await creds.has(name):
-            return "no_credentials: this organization has no credentials for the service"
-        if info.address_field is not None and not getattr(contact, info.address_field, None):
-            return f"no_address: the contact has no {info.address_field}"
-        if info.max_length is not None and len(message.content) > info.max_length:
-            return f"too_long: the service takes at most {info.max_length} characters"
-        return None
-
     async def _fail(self, session: AsyncSession, message: Message, reason: str) -> None:
         if await state.move(session, message.id, MessageState.FAILED, failure_reason=reason[:500]):
             await credits.release(session, message.id, message.organization_id)
-        await session.commit()
 
     async def enqueue_send(self, attempt_id: UUID) -> None:
         try:
-            # retries=1: one run. A run that dies (killed worker) is not retried blindly on the same
-            # service; the sweep records it as a failed attempt and the chain moves on.
             await self.queues[SEND_QUEUE].enqueue(
                 "send_message",
                 attempt_id=str(attempt_id),
                 key=send_job_key(attempt_id),
-                timeout=int(self.send_timeout) + 15,
-                heartbeat=self.heartbeat,
-                retries=1,
+                **send_job_options(self.send_timeout, self.heartbeat),
             )
         except Exception as exc:
             log.warning("enqueue failed; the sweep will retry", attempt_id=str(attempt_id), error=repr(exc))

@@ -21,7 +21,7 @@ from app.messaging.coordinator import Coordinator
 from app.messaging.inbound import apply_inbound, apply_link
 from app.messaging.receipts import apply_receipt
 from app.plugins.base import Inbound, Link, PayloadError, PluginError, Receipt, SignatureError, WebhookRequest
-from app.plugins.services import CredentialService
+from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
 
 log = get_logger(__name__)

@@ -20,16 +20,26 @@ from sqlalchemy.orm import noload
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.logging import get_logger
-from app.messaging.coordinator import Coordinator, send_job_key
+from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
+from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
-from app.plugins.services import CredentialService
+from app.queues import EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
+from app.servicehost.registry import PluginRegistry
+from app.servicehost.services import CredentialService
+from app.tenants.deps import scoped
 from app.tenants.models import Organization
-from app.worker.queues import EVENTS_QUEUE, SEND_QUEUE
 
 log = get_logger(__name__)
 
-EVENT_JOB_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 1.0, "retry_backoff": True}
+
+class MessagingContext(JobContext):
+    """The context of the pipeline's jobs: the process's plugins and its coordinator besides the rest."""
+
+    registry: PluginRegistry
+    coordinator: Coordinator
+
+
 #: a send job still queued or running after this long is given up as lost
 LOST_AFTER = timedelta(minutes=15)
 
@@ -46,7 +56,7 @@ def _contact_info(contact: Contact) -> ContactInfo:
     )
 
 
-async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any] | None:
+async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, Any] | None:
     """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
     async with ctx["sessions"]() as session:
         attempt = await session.get(Attempt, attempt_id)
@@ -58,16 +68,14 @@ async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any]
         )
         if message is None or contact is None:
             return {"outcome": "failed", "reason": "message or contact no longer exists"}
-        plugin = ctx["registry"].get(attempt.service)
-        if plugin is None:
-            return {"outcome": "failed", "reason": "blacklisted: not available on this worker"}
+        plugin = plugin_here(ctx["registry"], attempt.service)
+        if isinstance(plugin, str):
+            return {"outcome": "failed", "reason": plugin}
+        credentials_service = scoped(
+            CredentialService, session, message.organization_id, settings=ctx["settings"], registry=ctx["registry"]
+        )
         try:
-            credentials = await CredentialService(
-                session=session,
-                organization_id=message.organization_id,
-                settings=ctx["settings"],
-                registry=ctx["registry"],
-            ).get_decrypted(attempt.service)
+            credentials = await credentials_service.get_decrypted(attempt.service)
         except PluginError as exc:  # undecryptable, or no longer valid for the plugin
             return {"outcome": "failed", "reason": f"credentials unreadable: {exc}"}
         except Exception as exc:  # unreadable credentials are this attempt's failure, never the worker's
@@ -97,7 +105,7 @@ async def _attempt_send(ctx: dict[str, Any], attempt_id: UUID) -> dict[str, Any]
     return {"outcome": "sent", "provider_message_id": provider_id.strip()}
 
 
-async def report(ctx: dict[str, Any], attempt_id: str, event: dict[str, Any]) -> None:
+async def report(ctx: MessagingContext, attempt_id: str, event: dict[str, Any]) -> None:
     queue = ctx["queues"][EVENTS_QUEUE]
     if event["outcome"] == "sent":
         await queue.enqueue(
@@ -123,7 +131,7 @@ async def _heartbeat(job: Any, every: float) -> None:
         await job.update()
 
 
-async def send_message(ctx: dict[str, Any], *, attempt_id: str) -> dict[str, Any] | None:
+async def send_message(ctx: MessagingContext, *, attempt_id: str) -> dict[str, Any] | None:
     job = ctx.get("job")
     beat = None
     if job is not None and job.heartbeat:
@@ -138,21 +146,21 @@ async def send_message(ctx: dict[str, Any], *, attempt_id: str) -> dict[str, Any
     return event
 
 
-async def message_sent(ctx: dict[str, Any], *, attempt_id: str, provider_message_id: str) -> None:
-    coordinator: Coordinator = ctx["coordinator"]
+async def message_sent(ctx: MessagingContext, *, attempt_id: str, provider_message_id: str) -> None:
+    coordinator = ctx["coordinator"]
     async with ctx["sessions"]() as session:
         await coordinator.on_sent(session, UUID(attempt_id), provider_message_id)
 
 
-async def attempt_failed(ctx: dict[str, Any], *, attempt_id: str, reason: str) -> None:
-    coordinator: Coordinator = ctx["coordinator"]
+async def attempt_failed(ctx: MessagingContext, *, attempt_id: str, reason: str) -> None:
+    coordinator = ctx["coordinator"]
     async with ctx["sessions"]() as session:
         await coordinator.on_failed(session, UUID(attempt_id), reason)
 
 
-async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
+async def sweep(ctx: MessagingContext) -> dict[str, int]:
     """Recover what the queues lost; dispatch scheduled messages that are due."""
-    coordinator: Coordinator = ctx["coordinator"]
+    coordinator = ctx["coordinator"]
     send_queue = ctx["queues"][SEND_QUEUE]
     now = utcnow()
     stale_after = timedelta(seconds=ctx["settings"].worker.stale_seconds)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
+from advanced_alchemy.filters import LimitOffset, OrderBy
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +18,7 @@ from sqlalchemy.orm import noload
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
+from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, ValidationProblem
 from app.messaging import credits, templating
 from app.messaging.coordinator import Coordinator
@@ -28,9 +31,8 @@ from app.messaging.models import (
     MessageState,
     Servicechain,
 )
-from app.plugins.registry import service_statuses
+from app.servicehost.registry import service_statuses
 from app.tenants.models import Organization
-from app.tenants.scoping import OrgScopedRepository, OrgScopedService
 
 NO_CHAIN = (
     "No servicechain given, and neither the contact nor the organization has a default one. Name a chain "
@@ -159,7 +161,7 @@ class MessageService(OrgScopedService[Message]):
         self, data: Any, idempotency_key: str | None = None, digest: str | None = None
     ) -> tuple[Message, Contact | None]:
         """Validate and store a new outgoing message as MSG_PENDING with its credit reserved (flushed,
-        not committed: :meth:`Coordinator.start` commits it together with its first attempt).
+        not committed: :meth:`submit` commits it together with its first attempt).
 
         Returns (message, contact); contact is None when a known Idempotency-Key with the same body
         gave back the message it created before.
@@ -211,18 +213,69 @@ class MessageService(OrgScopedService[Message]):
         return message, contact
 
     async def submit(
-        self, data: Any, coordinator: Coordinator, idempotency_key: str | None = None, digest: str | None = None
+        self, data: Any, idempotency_key: str | None = None, *, coordinator: Coordinator
     ) -> tuple[Message, bool]:
-        """Accept a message and start it on its chain (scheduled ones wait for the sweep); commits.
+        """Accept a message and start it on its chain (scheduled ones wait for the sweep): what the API and
+        the compose page call. Returns (message, replayed).
 
-        Returns (message, replayed). This is what the API and the compose page call.
+        This is the request's transaction boundary: the message, its reserved credit, its Idempotency-Key and
+        its first attempt are committed here together (then the attempt's send job is enqueued), or nothing
+        is (rolled back on any error). The session plugin's autocommit finds nothing left to write.
         """
-        message, contact = await self.accept(data, idempotency_key, digest)
+        try:
+            message, contact = await self.accept(data, idempotency_key, request_hash(data))
+            attempt = None
+            if contact is not None and message.send_at is None:
+                attempt = await coordinator.start(self.session, message, contact)
+            await self.session.commit()
+        except BaseException:
+            await self.session.rollback()
+            raise
         if contact is None:
             return message, True
-        if message.send_at is None:
-            await coordinator.start(self.session, message, contact)
-        else:
-            await self.session.commit()
+        if attempt is not None:
+            await coordinator.enqueue_send(attempt.id)
         await self.session.refresh(message)
         return message, False
+
+    @staticmethod
+    def search_filters(
+        *,
+        contact_id: UUID | None = None,
+        state: MessageState | str | None = None,
+        direction: Direction | str | None = None,
+        blast_id: UUID | None = None,
+        since: datetime | None = None,
+    ) -> list[Any]:
+        """Where-clauses for the filters both faces offer (a list page passes them to its pager)."""
+        filters: list[Any] = []
+        if contact_id:
+            filters.append(Message.contact_id == contact_id)
+        if state:
+            filters.append(Message.state == MessageState(state))
+        if direction:
+            filters.append(Message.direction == Direction(direction))
+        if blast_id:
+            filters.append(Message.blast_id == blast_id)
+        if since:
+            filters.append(Message.created_at >= since)
+        return filters
+
+    async def search(
+        self,
+        page: LimitOffset,
+        *,
+        contact_id: UUID | None = None,
+        state: MessageState | str | None = None,
+        direction: Direction | str | None = None,
+        blast_id: UUID | None = None,
+        since: datetime | None = None,
+        oldest_first: bool = False,
+    ) -> tuple[Sequence[Message], int]:
+        """One page of the organization's messages, newest first (a conversation: oldest first), narrowed by
+        :meth:`search_filters`; and the total that match."""
+        filters = self.search_filters(
+            contact_id=contact_id, state=state, direction=direction, blast_id=blast_id, since=since
+        )
+        order = OrderBy(field_name="created_at", sort_order="asc" if oldest_first else "desc")
+        return await self.list_and_count(*filters, page, order)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
@@ -25,8 +25,17 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from app.config import SecuritySettings
 from app.plugins.base import PluginError
+
+
+class CipherKeys(Protocol):
+    """Where the keys come from (``app.config.SecuritySettings``; the SDK does not import the host)."""
+
+    @property
+    def secret_key(self) -> str: ...
+
+    @property
+    def credentials_keys(self) -> tuple[str, ...]: ...
 
 
 class CredentialsUnavailable(PluginError):
@@ -57,7 +66,7 @@ class _Envelope(msgspec.Struct):
 
 
 class CredentialCipher:
-    def __init__(self, security: SecuritySettings) -> None:
+    def __init__(self, security: CipherKeys) -> None:
         configured = [Fernet(_as_fernet_key(key)) for key in security.credentials_keys]
         legacy = Fernet(_derive(security.secret_key))
         self._primary = configured[0] if configured else legacy

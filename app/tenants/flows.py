@@ -11,13 +11,13 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import FieldErrors
+from app.queues import PASSWORD_RESET_OPTIONS
 from app.tenants.models import AccessToken, ApiClient, Organization, Role, TokenKind, User
 from app.tenants.principal import Principal
 from app.tenants.ratelimit import RateLimit
 from app.tenants.security import password_problem, verify_password
 from app.tenants.services import AccountService
 from app.tenants.throttle import LoginThrottle
-from app.worker.jobs import PASSWORD_RESET_OPTIONS
 
 
 class LoginRefused(Exception):

@@ -14,6 +14,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import noload
 
 from app.clock import aware, utcnow
+from app.db.scoping import references_own_row
 from app.errors import Conflict, Forbidden, ValidationProblem
 from app.tenants.models import (
     AccessToken,
@@ -70,10 +71,8 @@ class OrganizationService(SQLAlchemyAsyncRepositoryService[Organization]):
         if "default_servicechain_id" in changes:
             chain_id = changes["default_servicechain_id"]
             if chain_id is not None:
-                from app.messaging.services import ServicechainRepository  # messaging builds on tenants
-
-                chains = ServicechainRepository(session=self.repository.session, organization_id=organization_id)
-                if await chains.get_one_or_none(id=chain_id) is None:
+                column = Organization.default_servicechain_id
+                if not await references_own_row(self.repository.session, column, organization_id, chain_id):
                     raise ValidationProblem("No such servicechain in this organization.", "default_servicechain_id")
             org.default_servicechain_id = chain_id
         return await self.repository.update(org)

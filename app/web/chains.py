@@ -23,8 +23,8 @@ from app.errors import Conflict
 from app.messaging.models import Servicechain
 from app.messaging.schemas import ServicechainCreate
 from app.messaging.services import ServicechainService
-from app.plugins.schemas import Service
-from app.plugins.services import ServiceCatalog
+from app.servicehost.schemas import Service
+from app.servicehost.services import ServiceCatalog
 from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
 from app.textfields import max_length

@@ -18,9 +18,10 @@ from app.contacts.models import Contact
 from app.contacts.services import ContactService
 from app.errors import Conflict, PaymentRequired, ValidationProblem
 from app.messaging import schemas
+from app.messaging.coordinator import Coordinator
 from app.messaging.labels import IN_FLIGHT, STATE_LABELS
-from app.messaging.models import Direction, Message, MessageState
-from app.messaging.services import MessageService, ServicechainService, request_hash
+from app.messaging.models import Message, MessageState
+from app.messaging.services import MessageService, ServicechainService
 from app.messaging.templating import MAX_CONTENT
 from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
@@ -80,12 +81,6 @@ class MessagePages(Controller):
     ) -> Response[Any]:
         state = state_filter if state_filter in STATE_LABELS else ""
         direction = direction if direction in DIRECTIONS else ""
-        filters: list[Any] = []
-        if state:
-            filters.append(Message.state == MessageState(state))
-        if direction:
-            filters.append(Message.direction == Direction(direction))
-
         async def contacts(items: Sequence[Message]) -> dict[str, Any]:
             found = await _contacts(messages).list_by_ids(m.contact_id for m in items)
             return {"contacts": {c.id: c for c in found}}
@@ -95,7 +90,7 @@ class MessagePages(Controller):
             request,
             messages,
             page_number,
-            *filters,
+            *messages.search_filters(state=state, direction=direction),
             params=params,
             more=contacts,
             directions=DIRECTIONS,
@@ -201,7 +196,9 @@ class MessagePages(Controller):
         return {"text": rendered, "contact": contact}
 
     @post("/", guards=[SEND])
-    async def send(self, request: HTMXRequest, messages: MessageService, db_session: AsyncSession) -> Response[Any]:
+    async def send(
+        self, request: HTMXRequest, messages: MessageService, coordinator: Coordinator, db_session: AsyncSession
+    ) -> Response[Any]:
         raw = await read_form(request)
         errors = FormErrors()
         content = raw.get("content")
@@ -227,18 +224,14 @@ class MessagePages(Controller):
         if not errors and contact is not None:
             data = schemas.MessageCreate(contact_id=contact.id, content=content, servicechain_id=chain_id)
             try:
-                key, coordinator = form["idempotency_key"], request.app.state.coordinator
-                message, replayed = await messages.submit(data, coordinator, key, request_hash(data))
+                message, replayed = await messages.submit(data, form["idempotency_key"], coordinator=coordinator)
             except ValidationProblem as exc:
-                await db_session.rollback()
                 errors.take(exc, "content")
             except PaymentRequired as exc:
-                await db_session.rollback()
                 reason = str(exc)
                 errors.add(None, reason if reason.startswith("Not enough credits") else f"Not enough credits: {reason}")
                 status = 402
             except Conflict:
-                await db_session.rollback()
                 errors.add(None, "This form was already sent with other content. Check the message log, or send again.")
                 form["idempotency_key"] = new_idempotency_key()
                 status = 409
@@ -246,7 +239,7 @@ class MessagePages(Controller):
                 if not replayed:
                     flash(request, f"Message to {contact.display_name} accepted.", "success")
                 return await see_other(db_session, f"{LIST_URL}/{message.id}")
-        if contact is not None:  # a rollback above expired it: load it again
+        if contact is not None:  # submit's rollback expired it: load it again
             contact = await _contacts(messages).get_one_or_none(id=contact_id)
         preview = await self._render(messages, contact.id if contact else None, content)
         return await self._compose(messages, form, errors, contact=contact, preview=preview, status=status)

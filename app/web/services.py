@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.errors import Conflict
-from app.plugins.registry import PluginRegistry, load_registry
-from app.plugins.schemas import ServiceDetail
-from app.plugins.services import CredentialService, ServiceCatalog
+from app.servicehost.registry import PluginRegistry, load_registry
+from app.servicehost.schemas import ServiceDetail
+from app.servicehost.services import CredentialService, ServiceCatalog
 from app.tenants.deps import org_service
 from app.tenants.guards import requires_org_admin, requires_scope
 from app.tenants.principal import Principal

@@ -7,52 +7,76 @@ import signal
 from typing import Any
 
 from saq import CronJob, Worker
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.config import Settings
 from app.db.config import make_sqlalchemy_config
 from app.logging import get_logger
 from app.messaging import jobs as messaging_jobs
 from app.messaging.coordinator import Coordinator
-from app.plugins.jobs import recheck_plugins
-from app.plugins.registry import load_registry
-from app.worker.jobs import FUNCTIONS as SYSTEM_FUNCTIONS
-from app.worker.queues import DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, make_queues
+from app.messaging.jobs import MessagingContext
+from app.queues import DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, make_queues
+from app.servicehost.jobs import CRON_JOBS as PLUGIN_CRON_JOBS
+from app.servicehost.jobs import recheck_plugins
+from app.servicehost.registry import PluginRegistry, load_registry
+from app.tenants.jobs import FUNCTIONS as ACCOUNT_FUNCTIONS
 
 log = get_logger(__name__)
 
 
-class QueueWorker(Worker):
-    """A SAQ worker that leaves signal handling to :func:`run_workers` (several share one process)."""
+class WorkerContext(MessagingContext):
+    """The context of every job in a worker process: each job's own context type is a part of it."""
+
+
+class QueueWorker(Worker[WorkerContext]):
+    """A SAQ worker that leaves signal handling to :func:`run_workers` (several share one process).
+
+    Its upkeep loops (SAQ's :meth:`Worker.upkeep`: abort, schedule, sweep, worker info) notice a stop
+    only after their next sleep; :meth:`stop` ends them first, so that the shutdown grace period is
+    spent on the jobs in flight alone and an idle worker stops at once."""
 
     SIGNALS: list[signal.Signals] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._upkeep: list[asyncio.Task[None]] = []
+
+    async def upkeep(self) -> list[asyncio.Task[None]]:
+        self._upkeep = await super().upkeep()
+        return self._upkeep
+
+    async def stop(self) -> None:
+        for task in self._upkeep:
+            task.cancel()
+        await super().stop()
 
 
 def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     queues = make_queues(settings)
-    ctx_shared: dict[str, Any] = {}
+    built: list[tuple[async_sessionmaker[AsyncSession], PluginRegistry, Coordinator]] = []
     lock = asyncio.Lock()
 
-    async def startup(ctx: dict[str, Any]) -> None:
-        async with lock:
-            if ctx_shared:
-                ctx.update(ctx_shared)
-                return
-            registry = load_registry(settings)
-            await registry.check()
-            ctx_shared.update(
-                settings=settings,
-                sessions=async_sessionmaker(engine, expire_on_commit=False),
-                queues=queues,
-                registry=registry,
-                coordinator=Coordinator(
-                    settings=settings, registry=registry, queues=queues,
-                    send_timeout=settings.worker.send_timeout, heartbeat=settings.worker.heartbeat_seconds,
-                ),
-            )
-            ctx.update(ctx_shared)
+    async def startup(ctx: WorkerContext) -> None:
+        async with lock:  # the workers of a process share one registry, session maker and coordinator
+            if not built:
+                registry = load_registry(settings)
+                await registry.check()
+                coordinator = Coordinator(
+                    settings=settings,
+                    registry=registry,
+                    queues=queues,
+                    send_timeout=settings.worker.send_timeout,
+                    heartbeat=settings.worker.heartbeat_seconds,
+                )
+                built.append((async_sessionmaker(engine, expire_on_commit=False), registry, coordinator))
+        sessions, registry, coordinator = built[0]
+        ctx["settings"] = settings
+        ctx["sessions"] = sessions
+        ctx["queues"] = queues
+        ctx["registry"] = registry
+        ctx["coordinator"] = coordinator
 
-    async def shutdown(ctx: dict[str, Any]) -> None:
+    async def shutdown(ctx: WorkerContext) -> None:
         return None
 
     every = max(settings.worker.sweep_seconds, 1)
@@ -68,10 +92,10 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     return [
         QueueWorker(
             queues[DEFAULT_QUEUE],
-            functions=[*SYSTEM_FUNCTIONS, messaging_jobs.sweep, recheck_plugins],
+            functions=[*ACCOUNT_FUNCTIONS, messaging_jobs.sweep, recheck_plugins],
             cron_jobs=[
                 CronJob(messaging_jobs.sweep, cron=f"* * * * * */{every}", timeout=300, retries=1),
-                CronJob(recheck_plugins, cron="*/5 * * * *", timeout=120, retries=1),
+                *PLUGIN_CRON_JOBS,
             ],
             concurrency=concurrency,
             **common,
@@ -98,10 +122,6 @@ async def run_workers(settings: Settings) -> None:
     tasks = [asyncio.create_task(w.start()) for w in workers]
     await stopping.wait()
     log.info("workers stopping")
-    for w in workers:  # upkeep loops never end by themselves: cancel them so only jobs get the grace period
-        for task in list(w.tasks):
-            if task.get_name() != "process":
-                task.cancel()
     await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
     await asyncio.gather(*tasks, return_exceptions=True)
     await engine.dispose()

@@ -13,14 +13,14 @@ from advanced_alchemy.exceptions import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
+from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, ValidationProblem
 from app.logging import get_logger
-from app.plugins import schemas
 from app.plugins.base import CredentialsError, PluginInfo, prepare_credentials
 from app.plugins.crypto import CredentialCipher, CredentialsUnavailable
-from app.plugins.models import ServiceCredential, ServiceStatus
-from app.plugins.registry import PluginEntry, PluginRegistry, load_registry, service_statuses
-from app.tenants.scoping import OrgScopedRepository, OrgScopedService
+from app.servicehost import schemas
+from app.servicehost.models import ServiceCredential, ServiceStatus
+from app.servicehost.registry import PluginEntry, PluginRegistry, load_registry, service_statuses
 
 log = get_logger(__name__)
 

@@ -1,22 +1,19 @@
-"""Job functions. Each is a plain ``async def job(ctx, *, ...)``; options are set where it is enqueued."""
+"""The jobs of the account flows (app/tenants/flows.py enqueues them with ``app.queues`` options)."""
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 from app.logging import get_logger
 from app.mail import send_mail
+from app.queues import JobContext
 from app.tenants.services import AccountService, PasswordResetService
 
 log = get_logger(__name__)
 
-# Enqueue options of each job: SAQ's ``retries`` counts total attempts.
-PASSWORD_RESET_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 2.0, "retry_backoff": True}
-
 
 async def send_password_reset(
-    ctx: dict[str, Any],
+    ctx: JobContext,
     *,
     request_id: str,
     user_id: str | None = None,
@@ -73,4 +70,5 @@ async def send_password_reset(
     return "sent"
 
 
+#: registered with the ``default`` queue's worker (app/worker/runner.py)
 FUNCTIONS = [send_password_reset]

@@ -34,7 +34,7 @@ from app.clock import utcnow
 from app.config import Settings
 from app.logging import get_logger
 from app.plugins.base import AddressField, Plugin, PluginContext, PluginError, PluginInfo
-from app.plugins.models import ServiceStatus
+from app.servicehost.models import ServiceStatus
 
 log = get_logger(__name__)
 

@@ -1,0 +1,61 @@
+"""SAQ queues on Redis, the enqueue options of every job, and the job context: the one module that the
+domains (which enqueue) and ``app.worker`` (which runs) both import. Redis holds queues only; the database
+stays the source of truth.
+
+- ``default``: system jobs (mails, plugin re-checks, the sweep);
+- ``send``: one job per attempt: a worker calls a plugin and reports the outcome as an event;
+- ``events``: the coordinator applies outcomes (state machine, fallback, credits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saq import Queue
+from saq.types import Context
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.config import Settings
+
+DEFAULT_QUEUE = "default"
+SEND_QUEUE = "send"
+EVENTS_QUEUE = "events"
+QUEUE_NAMES = (DEFAULT_QUEUE, SEND_QUEUE, EVENTS_QUEUE)
+
+# Enqueue options of each job: SAQ's ``retries`` counts total attempts.
+
+#: ``send_password_reset`` (app/tenants/jobs.py), enqueued by app/tenants/flows.py
+PASSWORD_RESET_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 2.0, "retry_backoff": True}
+#: ``message_sent`` / ``attempt_failed`` (app/messaging/jobs.py), enqueued by the send job
+EVENT_JOB_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 1.0, "retry_backoff": True}
+
+
+def send_job_key(attempt_id: object) -> str:
+    """The key of an attempt's ``send_message`` job: one job per attempt, found again by the sweep."""
+    return f"send:{attempt_id}"
+
+
+def send_job_options(send_timeout: float, heartbeat: int) -> dict[str, Any]:
+    """``send_message`` (app/messaging/jobs.py): the plugin gets ``send_timeout``, the job room around it.
+
+    retries=1: one run. A run that dies (killed worker) is not retried blindly on the same service; the
+    sweep records it as a failed attempt and the chain moves on."""
+    return {"timeout": int(send_timeout) + 15, "heartbeat": heartbeat, "retries": 1}
+
+
+class JobContext(Context):
+    """What every job finds in ``ctx`` (set by the workers' start-up, app/worker/runner.py); a domain
+    that needs more extends it (``MessagingContext`` in app/messaging/jobs.py)."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    queues: dict[str, Queue]
+
+
+def make_queue(settings: Settings, name: str = DEFAULT_QUEUE) -> Queue:
+    """The queue ``name`` under this deployment's prefix (``VOLUBLE_QUEUE_PREFIX``)."""
+    return Queue.from_url(settings.redis.url, name=f"{settings.redis.queue_prefix}-{name}")
+
+
+def make_queues(settings: Settings) -> dict[str, Queue]:
+    return {name: make_queue(settings, name) for name in QUEUE_NAMES}
