@@ -30,6 +30,7 @@ from saq import Queue
 from app import __version__
 from app.api.docs import LocalSwaggerRenderPlugin
 from app.api.errors import api_exception_handler
+from app.api.hooks import make_hooks_router
 from app.api.router import make_api_router
 from app.api.system import health, oauth_token, ready
 from app.config import BASE_DIR, Settings
@@ -145,6 +146,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                     ready,
                     oauth_token,
                     make_api_router(),
+                    make_hooks_router(),
                     make_web_router(),
                     create_static_files_router(
                         path="/static", directories=[BASE_DIR / "static"], include_in_schema=False

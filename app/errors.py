@@ -50,6 +50,18 @@ class FieldErrors(ValidationProblem):
         self.errors = errors
 
 
+class BadRequest(Exception):
+    """A request we cannot read at all (a malformed provider callback, say): 400."""
+
+    status_code: ClassVar[int] = 400
+
+
+class RequestTooLarge(Exception):
+    """A body larger than this endpoint reads: 413."""
+
+    status_code: ClassVar[int] = 413
+
+
 class PaymentRequired(Exception):
     """402: a pay-in-advance organization has no unreserved credit left."""
 
@@ -116,7 +128,7 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
         return 503, BUSY_DETAIL, None, {"Retry-After": BUSY_RETRY_AFTER}
     if isinstance(exc, ValidationProblem):
         return exc.status_code, exc.detail, _field_errors(exc), {}
-    if isinstance(exc, PaymentRequired | Forbidden | Conflict):
+    if isinstance(exc, BadRequest | RequestTooLarge | PaymentRequired | Forbidden | Conflict):
         return exc.status_code, str(exc), None, {}
     if isinstance(exc, NotFoundError):
         return NotFound.status_code, NOT_FOUND_DETAIL, None, {}

@@ -37,6 +37,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "VOLUBLE_QUEUE_PREFIX": settings.redis.queue_prefix,
         "VOLUBLE_VAR_DIR": str(settings.var_dir),
         "VOLUBLE_SECRET_KEY": settings.security.secret_key,
+        "VOLUBLE_PUBLIC_URL": settings.server.public_url,
         "VOLUBLE_ALLOW_PRIVATE_TARGETS": "true" if settings.security.allow_private_targets else "false",
         "VOLUBLE_SEND_TIMEOUT": str(settings.worker.send_timeout),
         "VOLUBLE_SWEEP_SECONDS": str(settings.worker.sweep_seconds),

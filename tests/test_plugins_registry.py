@@ -293,3 +293,14 @@ async def test_get_refreshes_a_stale_check_in_the_background(tmp_path: Path, ins
     assert task is not None
     await task  # ...while a new check runs
     assert registry.get("healing") is not None
+
+
+async def test_every_built_in_service_passes_the_start_up_check(tmp_path: Path) -> None:
+    registry = PluginRegistry(PluginContext(var_dir=tmp_path))
+    await registry.check()
+    for name in ("log", "smtp", "webhook", "twilio", "telegram", "apprise"):
+        entry = registry.entry(name)
+        assert entry is not None and entry.available, (name, entry and entry.reason)
+        assert entry.info is not None and entry.info.name == name
+    telegram = registry.info("telegram")
+    assert telegram is not None and telegram.accepted_state == "MSG_DELIVERED_SERVICE"

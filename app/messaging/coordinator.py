@@ -184,10 +184,13 @@ class Coordinator:
         if attempt is None:
             await session.rollback()
             return
+        plugin = self.registry.get(attempt.service)
+        # a service whose acceptance is delivery to an intermediary (Telegram) says so
+        accepted = MessageState(plugin.info.accepted_state) if plugin is not None else MessageState.SENT
         moved = await state.move(
             session,
             attempt.message_id,
-            MessageState.SENT,
+            accepted,
             service=attempt.service,
             provider_message_id=provider_message_id,
             sent_at=utcnow(),

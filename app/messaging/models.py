@@ -7,7 +7,7 @@ from datetime import datetime
 from uuid import UUID
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -41,6 +41,8 @@ class AttemptOutcome(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    #: the service accepted it, then reported it could not deliver it (a late failure)
+    UNDELIVERED = "undelivered"
 
 
 def _enum(cls: type[enum.StrEnum], length: int = 32) -> Enum:
@@ -65,6 +67,16 @@ class Message(Base):
         Index("ix_message_org_state", "organization_id", "state"),
         Index("ix_message_org_contact", "organization_id", "contact_id"),
         Index("ix_message_provider_id", "provider_message_id"),
+        # a provider's retry of an inbound message is stored once
+        Index(
+            "uq_message_incoming_provider_id",
+            "organization_id",
+            "service",
+            "provider_message_id",
+            unique=True,
+            sqlite_where=text("direction = 'incoming'"),
+            postgresql_where=text("direction = 'incoming'"),
+        ),
     )
 
     organization_id: Mapped[UUID] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"), index=True)
@@ -92,7 +104,11 @@ class Attempt(Base):
     """One try of one service of the chain for one message."""
 
     __tablename__ = "message_attempt"
-    __table_args__ = (UniqueConstraint("message_id", "seq"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "seq"),
+        # receipts find the attempt by the provider's id
+        Index("ix_message_attempt_provider_id", "organization_id", "service", "provider_message_id"),
+    )
 
     organization_id: Mapped[UUID] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"), index=True)
     message_id: Mapped[UUID] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), index=True)

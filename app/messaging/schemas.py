@@ -60,7 +60,7 @@ class ServicechainUpdate(Struct):
 
 class Attempt(msgspec.Struct):
     service: str
-    outcome: Literal["pending", "sent", "failed"]
+    outcome: Literal["pending", "sent", "failed", "undelivered"]
     error: str | None
     provider_message_id: str | None
     started_at: datetime

@@ -59,3 +59,21 @@ async def move(session: AsyncSession, message_id: UUID, new: MessageState, **val
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def move_back_for_fallback(session: AsyncSession, message_id: UUID, provider_message_id: str) -> bool:
+    """The one backward move, made only by the coordinator: the service that sent the message reports
+    it undelivered (a late failure), so the chain goes on to its next service. Conditional on the
+    message still being where that service left it (``SENT`` or ``DELIVERED_SERVICE`` with that
+    provider id): a receipt for an attempt that is no longer the current one moves nothing."""
+    result = await session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.state.in_((S.SENT, S.DELIVERED_SERVICE)),
+            Message.provider_message_id == provider_message_id,
+        )
+        .values(state=S.SENDING, provider_message_id=None, sent_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

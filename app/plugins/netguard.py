@@ -23,7 +23,11 @@ def _is_private(addr: str) -> bool:
             ip = embedded
     return (
         not ip.is_global  # also catches shared address space (100.64/10) and documentation ranges
-        or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_multicast
         or ip.is_unspecified
     )
 
@@ -43,9 +47,7 @@ async def resolve_public_addresses(host: str, port: int, allow_private: bool) ->
     if not allow_private:
         for info in infos:
             if _is_private(str(info[4][0])):
-                raise CredentialsError(
-                    f"{host!r} is a private, loopback or link-local address; it is not allowed."
-                )
+                raise CredentialsError(f"{host!r} is a private, loopback or link-local address; it is not allowed.")
     return list(dict.fromkeys((int(info[0]), str(info[4][0])) for info in infos))
 
 

@@ -27,7 +27,6 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
-from urllib.parse import urlsplit
 from uuid import uuid4
 
 import httpx
@@ -46,6 +45,7 @@ from app.plugins.base import (
     SignatureError,
     WebhookRequest,
 )
+from app.plugins.httpapi import check_url as _check_url
 from app.plugins.netguard import ensure_public_url
 from app.plugins.transport import guarded_transport
 
@@ -82,18 +82,6 @@ def sign(secret: str, body: bytes) -> str:
 def verify(secret: str, body: bytes, signature: str) -> bool:
     """What a receiver does: compare the signature of the raw body in constant time."""
     return hmac.compare_digest(sign(secret, body), signature)
-
-
-def _check_url(url: str) -> None:
-    if any(c.isspace() or ord(c) < 32 for c in url):
-        raise CredentialsError("The URL must not contain spaces or control characters.")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise CredentialsError(f"The URL is not well-formed: {exc}.") from exc
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise CredentialsError("The URL must be an absolute http:// or https:// URL.")
 
 
 class WebhookPlugin:

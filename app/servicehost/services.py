@@ -16,7 +16,7 @@ from app.config import Settings
 from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, ValidationProblem
 from app.logging import get_logger
-from app.plugins.base import CredentialsError, PluginInfo
+from app.plugins.base import CredentialsError, PluginInfo, prepare_credentials
 from app.plugins.crypto import CredentialCipher, CredentialsUnavailable
 from app.servicehost import schemas
 from app.servicehost.models import ServiceCredential, ServiceStatus
@@ -99,8 +99,13 @@ class CredentialService(OrgScopedService[ServiceCredential]):
             entry = self.registry.entry(name)
             reason = entry.reason if entry else "not installed"
             raise Conflict(f"The {name} service is blacklisted ({reason}); credentials cannot be checked now.")
+        async def check(credentials: Any) -> Any:
+            await plugin.validate_credentials(credentials)
+            # what the provider needs registered for this organization (Telegram: its webhook)
+            return await prepare_credentials(plugin, credentials, self.organization_id)
+
         try:
-            await asyncio.wait_for(plugin.validate_credentials(credentials), timeout=VALIDATE_TIMEOUT)
+            credentials = await asyncio.wait_for(check(credentials), timeout=VALIDATE_TIMEOUT)
         except CredentialsError as exc:
             raise ValidationProblem(str(exc) or "The service refused these credentials.") from exc
         except TimeoutError as exc:

@@ -1,0 +1,95 @@
+"""Delivery receipts, applied forward only; a late failure moves the chain on.
+
+A receipt names the provider's message id. The attempt that got that id is looked up inside the
+organization and service the hook was called for, so another organization's hook URL can never
+touch this organization's messages. Forward receipts go through :func:`state.move` (a repeated or
+late one moves nothing); an ``undelivered``/``failed`` receipt for the attempt that sent the message
+marks that attempt ``undelivered`` and hands the message back to the coordinator, which starts the
+next service of the chain (or fails the message). The credit stays charged once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+from uuid import UUID
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.clock import utcnow
+from app.logging import get_logger
+from app.messaging import state
+from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
+from app.plugins.base import Receipt
+
+if TYPE_CHECKING:
+    from app.messaging.coordinator import Coordinator
+
+log = get_logger(__name__)
+
+Applied = Literal["moved", "unchanged", "fell_back", "unknown"]
+
+
+async def find_attempt(
+    session: AsyncSession, organization_id: UUID, service: str, provider_message_id: str
+) -> Attempt | None:
+    return await session.scalar(
+        select(Attempt)
+        .where(
+            Attempt.organization_id == organization_id,
+            Attempt.service == service,
+            Attempt.provider_message_id == provider_message_id,
+        )
+        .order_by(Attempt.started_at.desc())
+        .limit(1)
+    )
+
+
+async def apply_receipt(
+    session: AsyncSession, coordinator: Coordinator, organization_id: UUID, service: str, receipt: Receipt
+) -> Applied:
+    """Apply one receipt; commits. What it did, for the log and the tests."""
+    attempt = await find_attempt(session, organization_id, service, receipt.provider_message_id)
+    if attempt is None:
+        log.info("receipt for an unknown provider message id", service=service, provider_id=receipt.provider_message_id)
+        await session.rollback()
+        return "unknown"
+    message = await session.get(Message, attempt.message_id)
+    if message is None:  # pragma: no cover - the attempt row cascades with its message
+        await session.rollback()
+        return "unknown"
+    current = message.service == service and message.provider_message_id == attempt.provider_message_id
+    if receipt.state == MessageState.FAILED:
+        return await _late_failure(session, coordinator, attempt, message, receipt, current)
+    moved = current and await state.move(session, message.id, MessageState(receipt.state))
+    await session.commit()
+    return "moved" if moved else "unchanged"
+
+
+async def _late_failure(
+    session: AsyncSession,
+    coordinator: Coordinator,
+    attempt: Attempt,
+    message: Message,
+    receipt: Receipt,
+    current: bool,
+) -> Applied:
+    detail = receipt.error or (f"error {receipt.error_code}" if receipt.error_code else None)
+    error = f"undelivered: {detail}" if detail else "undelivered"
+    result = await session.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt.id, Attempt.outcome == AttemptOutcome.SENT)
+        .values(outcome=AttemptOutcome.UNDELIVERED, error=error[:1000], updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]  # a repeated failure receipt
+        await session.rollback()
+        return "unchanged"
+    provider_id = attempt.provider_message_id or ""
+    reopened = current and await state.move_back_for_fallback(session, message.id, provider_id)
+    await session.commit()
+    if not reopened:
+        return "unchanged"
+    session.expunge_all()  # the coordinator re-reads the message under its lock, not our stale copy
+    await coordinator.dispatch(session, message.id)  # the next service, or MSG_FAILED
+    return "fell_back"
