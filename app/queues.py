@@ -30,6 +30,12 @@ PASSWORD_RESET_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_de
 EVENT_JOB_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 1.0, "retry_backoff": True}
 
 
+#: ``replay_receipt`` (app/messaging/jobs.py): a receipt that came before the send's own event, tried again
+#: after each of these delays (seconds), then dropped (logged)
+RECEIPT_REPLAY_DELAYS = (2, 10, 60, 300)
+RECEIPT_REPLAY_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 3, "retry_delay": 1.0}
+
+
 def send_job_key(attempt_id: object) -> str:
     """The key of an attempt's ``send_message`` job: one job per attempt, found again by the sweep."""
     return f"send:{attempt_id}"

@@ -11,11 +11,12 @@ from uuid import UUID
 
 import pytest
 from litestar.testing import AsyncTestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from app.config import Settings
 from app.contacts.links import link_token
 from app.contacts.models import Contact
+from app.messaging.models import Attempt
 from app.tenants.models import Organization, Plan
 from tests.conftest import World
 from tests.helpers import start_worker, stop_process
@@ -232,3 +233,30 @@ async def test_telegram_start_link_and_cross_tenant_hooks(
     assert (await update.post(client)).status_code == 200
     c = (await client.get(f"/api/v1/contacts/{contact_id}", headers=t.user)).json()
     assert c["telegram_chat_id"] == "777000"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_a_receipt_before_the_send_event_is_applied_when_the_id_is_known(
+    client: AsyncTestClient[Any], world: World, twilio: TwilioServer, telegram: TelegramServer, sessions: Any
+) -> None:
+    """Twilio may call back before the send job's event recorded the message's sid: the receipt is kept
+    and applied again a little later, not lost."""
+    t = await tenant(world)
+    await _credentials(client, t, twilio, telegram)
+    sent = await send(client, t, await _contact(client, t), await setup_chain(client, t, ["twilio"]), "Hi")
+    assert (await wait_final(client, t, sent["id"]))["state"] == "MSG_SENT"
+    [sms] = twilio.sent
+    # as if the "delivered" callback had come before the event: the attempt does not know the sid yet
+    async with sessions() as session:
+        await session.execute(
+            update(Attempt).where(Attempt.message_id == UUID(sent["id"])).values(provider_message_id=None)
+        )
+        await session.commit()
+    assert (await twilio.status_callback(sms, "delivered").post(client)).status_code == 200
+    assert (await _message(client, t, sent["id"]))["state"] == "MSG_SENT"
+    async with sessions() as session:  # the send's event arrives
+        await session.execute(
+            update(Attempt).where(Attempt.message_id == UUID(sent["id"])).values(provider_message_id=sms.sid)
+        )
+        await session.commit()
+    await _until(client, t, sent["id"], "MSG_DELIVERED_USER")

@@ -19,7 +19,7 @@ from app.errors import BadRequest, Forbidden, NotFound, RequestTooLarge
 from app.logging import get_logger
 from app.messaging.coordinator import Coordinator
 from app.messaging.inbound import apply_inbound, apply_link
-from app.messaging.receipts import apply_receipt
+from app.messaging.receipts import apply_receipt, replay_later
 from app.plugins.base import Inbound, Link, PayloadError, PluginError, Receipt, SignatureError, WebhookRequest
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
@@ -83,6 +83,8 @@ async def apply_item(
     if isinstance(item, Receipt):
         outcome = await apply_receipt(session, coordinator, organization_id, service, item)
         log.info("receipt", service=service, provider_id=item.provider_message_id, state=item.state, outcome=outcome)
+        if outcome == "unknown":
+            await replay_later(coordinator, organization_id, service, item)
     elif isinstance(item, Inbound) and plugin is not None and plugin.info.address_field is not None:
         await apply_inbound(session, organization_id, service, plugin.info.address_field, item)
     elif isinstance(item, Link) and plugin is not None and plugin.info.address_field == "telegram_chat_id":

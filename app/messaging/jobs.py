@@ -22,6 +22,7 @@ from app.contacts.models import Contact
 from app.logging import get_logger
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
+from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
 from app.queues import EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
@@ -156,6 +157,18 @@ async def attempt_failed(ctx: MessagingContext, *, attempt_id: str, reason: str)
     coordinator = ctx["coordinator"]
     async with ctx["sessions"]() as session:
         await coordinator.on_failed(session, UUID(attempt_id), reason)
+
+
+async def replay_receipt(
+    ctx: MessagingContext, *, organization_id: str, service: str, receipt: dict[str, Any], tries: int
+) -> str:
+    """A receipt that arrived before its message had the provider's id, applied again (app/messaging/receipts.py)."""
+    parsed = receipt_of(receipt)
+    async with ctx["sessions"]() as session:
+        outcome = await apply_receipt(session, ctx["coordinator"], UUID(organization_id), service, parsed)
+    if outcome == "unknown":
+        await replay_later(ctx["coordinator"], UUID(organization_id), service, parsed, tries)
+    return outcome
 
 
 async def sweep(ctx: MessagingContext) -> dict[str, int]:

@@ -10,9 +10,11 @@ next service of the chain (or fails the message). The credit stays charged once.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
+import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +23,7 @@ from app.logging import get_logger
 from app.messaging import state
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.plugins.base import Receipt
+from app.queues import EVENTS_QUEUE, RECEIPT_REPLAY_DELAYS, RECEIPT_REPLAY_OPTIONS
 
 if TYPE_CHECKING:
     from app.messaging.coordinator import Coordinator
@@ -93,3 +96,36 @@ async def _late_failure(
     session.expunge_all()  # the coordinator re-reads the message under its lock, not our stale copy
     await coordinator.dispatch(session, message.id)  # the next service, or MSG_FAILED
     return "fell_back"
+
+
+async def replay_later(
+    coordinator: Coordinator, organization_id: UUID, service: str, receipt: Receipt, tries: int = 0
+) -> bool:
+    """A receipt for an id no attempt has yet: the provider may have called back before the send job's
+    own event recorded the id (a fast "sent" or "delivered"). Try it again later, a few times, then drop
+    it (logged). False when it is given up."""
+    if tries >= len(RECEIPT_REPLAY_DELAYS):
+        log.info(
+            "receipt dropped: no message has this provider id", service=service, provider_id=receipt.provider_message_id
+        )
+        return False
+    payload = msgspec.to_builtins(receipt)
+    try:
+        await coordinator.queues[EVENTS_QUEUE].enqueue(
+            "replay_receipt",
+            organization_id=str(organization_id),
+            service=service,
+            receipt=payload,
+            tries=tries + 1,
+            key=f"receipt:{organization_id}:{service}:{receipt.provider_message_id}:{receipt.state}:{tries + 1}",
+            scheduled=int(time.time()) + RECEIPT_REPLAY_DELAYS[tries],
+            **RECEIPT_REPLAY_OPTIONS,
+        )
+    except Exception as exc:  # Redis away: the receipt is lost, as a provider that never called back would be
+        log.warning("receipt replay not enqueued", service=service, error=repr(exc))
+        return False
+    return True
+
+
+def receipt_of(payload: dict[str, object]) -> Receipt:
+    return msgspec.convert(payload, Receipt)

@@ -103,7 +103,7 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
         QueueWorker(queues[SEND_QUEUE], functions=[messaging_jobs.send_message], concurrency=concurrency, **common),
         QueueWorker(
             queues[EVENTS_QUEUE],
-            functions=[messaging_jobs.message_sent, messaging_jobs.attempt_failed],
+            functions=[messaging_jobs.message_sent, messaging_jobs.attempt_failed, messaging_jobs.replay_receipt],
             concurrency=concurrency,
             **common,
         ),
