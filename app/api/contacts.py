@@ -18,12 +18,14 @@ from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import changes
+from app.config import Settings
 from app.contacts import csvio, schemas
 from app.contacts.fields import FieldError, check_region
 from app.contacts.services import CategoryService, ContactService
 from app.errors import ValidationProblem
+from app.messaging.links import telegram_link_for
 from app.tenants.auth import session_maker
-from app.tenants.guards import requires_scope
+from app.tenants.guards import requires_org_admin, requires_scope
 from app.tenants.principal import Principal
 
 READ = requires_scope("contacts:read")
@@ -126,9 +128,31 @@ class ContactController(Controller):
             headers={"Content-Disposition": 'attachment; filename="contacts.csv"'},
         )
 
-    @get("/{contact_id:uuid}", summary="Get a contact")
-    async def get_contact(self, contacts: ContactService, contact_id: UUID) -> schemas.Contact:
-        return contacts.to_schema(await contacts.get(contact_id), schema_type=schemas.Contact)
+    @get("/{contact_id:uuid}", summary="Get a contact (with its Telegram link)")
+    async def get_contact(
+        self, contacts: ContactService, contact_id: UUID, settings: Settings
+    ) -> schemas.ContactDetail:
+        out = contacts.to_schema(await contacts.get(contact_id), schema_type=schemas.ContactDetail)
+        link = await telegram_link_for(contacts.repository.session, settings, contacts.organization_id, contact_id)
+        return msgspec.structs.replace(out, telegram_link=link)
+
+    @post(
+        "/{contact_id:uuid}/opt-out",
+        summary="Opt a contact out of every service of the organization (org admins)",
+        guards=[WRITE, requires_org_admin],
+        status_code=200,
+    )
+    async def opt_out(self, contacts: ContactService, contact_id: UUID) -> schemas.Contact:
+        return contacts.to_schema(await contacts.set_opt_out(contact_id, True), schema_type=schemas.Contact)
+
+    @post(
+        "/{contact_id:uuid}/opt-in",
+        summary="Opt a contact back in (org admins only: a user may not re-subscribe someone)",
+        guards=[WRITE, requires_org_admin],
+        status_code=200,
+    )
+    async def opt_in(self, contacts: ContactService, contact_id: UUID) -> schemas.Contact:
+        return contacts.to_schema(await contacts.set_opt_out(contact_id, False), schema_type=schemas.Contact)
 
     @patch("/{contact_id:uuid}", summary="Update a contact", guards=[WRITE])
     async def update_contact(
