@@ -6,8 +6,8 @@
   while the organization has no Telegram bot with a known username;
 * :func:`twilio_hook_url` — the URL to paste into Twilio's console ("A message comes in").
 
-The one place that decrypts the Telegram credentials for this: ``GET /api/v1/contacts/{id}``, the
-contact page and the services page all call it.
+The one place that decrypts the Telegram credentials for this: the API's answers about one contact
+(:func:`contact_detail`), the contact page and the services page all call it.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.contacts.links import link_token, telegram_link
+from app.contacts.models import Contact
+from app.contacts.schemas import ContactDetail
+from app.contacts.services import ContactService
 from app.logging import get_logger
 from app.plugins import telegram, twilio
 from app.plugins.base import PluginError
@@ -65,6 +69,14 @@ async def telegram_link_for(
     if bot is None or not bot.username:
         return None
     return telegram_link(bot.username, link_token(settings.security.secret_key, organization_id, contact_id))
+
+
+async def contact_detail(contacts: ContactService, settings: Settings, contact: Contact) -> ContactDetail:
+    """One contact as the API answers it (create, get, update, opt-out/in): with its Telegram link."""
+    out = contacts.to_schema(contact, schema_type=ContactDetail)
+    session = contacts.repository.session
+    link = await telegram_link_for(session, settings, contacts.organization_id, contact.id)
+    return msgspec.structs.replace(out, telegram_link=link)
 
 
 def twilio_hook_url(settings: Settings, organization_id: UUID) -> str:
