@@ -216,9 +216,18 @@ async def test_org_admins_opt_contacts_out_and_in_on_the_page(client: Client, wo
         assert row is not None and row.opted_out and row.opted_out_via is None
     await post_form(client, "/logout", {}, page="/")
 
-    # the user cannot opt them back in on the page either
+    # the user cannot opt them back in on the page either: not with the button, not by editing
     await login(client, user.email)
     assert (await post_form(client, f"{page}/opt-in", {}, page=page)).status_code == 403
+    edit = await client.get(f"{page}/edit")
+    assert "Only an organization admin can opt them back in." in edit.text
+    saved = await post_form(
+        client, f"{page}/edit", {"first_name": "Steven", "email": "steve@example.com"}, page=f"{page}/edit"
+    )
+    assert saved.status_code == 303
+    async with world.sessions() as session:
+        row = await session.get(Contact, contact.id)
+        assert row is not None and row.first_name == "Steven" and row.opted_out
     await post_form(client, "/logout", {}, page="/")
 
     await login(client, admin.email)

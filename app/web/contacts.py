@@ -46,7 +46,7 @@ from app.web.common import (
     text,
     wants_fragment,
 )
-from app.web.conversations import conversation_context, new_reply_key
+from app.web.conversations import conversation_context, may_opt_in, new_reply_key
 
 LIST_URL = "/contacts"
 READ = requires_scope("contacts:read")
@@ -283,12 +283,19 @@ class ContactPages(Controller):
 
     @post("/{contact_id:uuid}/edit", guards=[WRITE])
     async def update_contact(
-        self, request: HTMXRequest, contact_id: UUID, contacts: ContactService, db_session: AsyncSession
+        self,
+        request: HTMXRequest,
+        contact_id: UUID,
+        contacts: ContactService,
+        principal: Principal,
+        db_session: AsyncSession,
     ) -> Response[Any]:
         contact = await contacts.get(contact_id)
         form = await read_form(request)
         errors = FormErrors()
         data, shown = read_contact_form(form, errors)
+        if contact.opted_out and not may_opt_in(principal):
+            data["opted_out"] = shown["opted_out"] = True  # only an org admin opts someone back in
         if not errors:
             data["is_unknown"] = False  # someone looked at it and saved it
             async with catching(errors, "first_name"):

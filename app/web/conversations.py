@@ -35,6 +35,11 @@ SEND = requires_scope("messages:send")
 POLL_SECONDS = 2
 
 
+def may_opt_in(principal: Principal) -> bool:
+    """Opting a contact back in is an org admin's decision (the same rule as the opt-in guard)."""
+    return principal.is_org_admin and principal.has_scope("users:admin")
+
+
 def new_reply_key() -> str:
     """The Idempotency-Key of one reply form: a double submit sends the reply once."""
     return f"web-reply-{uuid4()}"
