@@ -17,13 +17,15 @@ from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import changes
+from app.config import Settings
 from app.contacts import csvio, schemas
 from app.contacts.fields import FieldError, check_region
 from app.contacts.services import CategoryService, ContactService
 from app.errors import ValidationProblem
+from app.messaging.links import contact_detail
 from app.tenants.auth import session_maker
 from app.tenants.deps import acting_organization, org_service, scoped
-from app.tenants.guards import requires_scope
+from app.tenants.guards import requires_org_admin, requires_scope
 from app.tenants.principal import Principal
 
 READ = requires_scope("contacts:read")
@@ -66,9 +68,11 @@ class ContactController(Controller):
         return contacts.to_schema(items, total, filters=[limit_offset], schema_type=schemas.Contact)
 
     @post("", summary="Create a contact", guards=[WRITE])
-    async def create_contact(self, contacts: ContactService, data: schemas.ContactCreate) -> schemas.Contact:
+    async def create_contact(
+        self, contacts: ContactService, data: schemas.ContactCreate, settings: Settings
+    ) -> schemas.ContactDetail:
         contact = await contacts.create(msgspec.structs.asdict(data))
-        return contacts.to_schema(contact, schema_type=schemas.Contact)
+        return await contact_detail(contacts, settings, contact)
 
     @post(
         "/import",
@@ -113,16 +117,40 @@ class ContactController(Controller):
             headers={"Content-Disposition": 'attachment; filename="contacts.csv"'},
         )
 
-    @get("/{contact_id:uuid}", summary="Get a contact")
-    async def get_contact(self, contacts: ContactService, contact_id: UUID) -> schemas.Contact:
-        return contacts.to_schema(await contacts.get(contact_id), schema_type=schemas.Contact)
+    @get("/{contact_id:uuid}", summary="Get a contact (with its Telegram link)")
+    async def get_contact(
+        self, contacts: ContactService, contact_id: UUID, settings: Settings
+    ) -> schemas.ContactDetail:
+        return await contact_detail(contacts, settings, await contacts.get(contact_id))
+
+    @post(
+        "/{contact_id:uuid}/opt-out",
+        summary="Opt a contact out of every service of the organization (org admins)",
+        guards=[WRITE, requires_org_admin],
+        status_code=200,
+    )
+    async def opt_out(self, contacts: ContactService, contact_id: UUID, settings: Settings) -> schemas.ContactDetail:
+        return await contact_detail(contacts, settings, await contacts.set_opt_out(contact_id, True))
+
+    @post(
+        "/{contact_id:uuid}/opt-in",
+        summary="Opt a contact back in (org admins only: a user may not re-subscribe someone)",
+        guards=[WRITE, requires_org_admin],
+        status_code=200,
+    )
+    async def opt_in(self, contacts: ContactService, contact_id: UUID, settings: Settings) -> schemas.ContactDetail:
+        return await contact_detail(contacts, settings, await contacts.set_opt_out(contact_id, False))
 
     @patch("/{contact_id:uuid}", summary="Update a contact", guards=[WRITE])
     async def update_contact(
-        self, contacts: ContactService, contact_id: UUID, data: schemas.ContactUpdate
-    ) -> schemas.Contact:
+        self,
+        contacts: ContactService,
+        contact_id: UUID,
+        data: schemas.ContactUpdate,
+        settings: Settings,
+    ) -> schemas.ContactDetail:
         contact = await contacts.update_contact(contact_id, changes(data))
-        return contacts.to_schema(contact, schema_type=schemas.Contact)
+        return await contact_detail(contacts, settings, contact)
 
     @delete("/{contact_id:uuid}", summary="Delete a contact", guards=[WRITE])
     async def delete_contact(self, contacts: ContactService, contact_id: UUID) -> None:

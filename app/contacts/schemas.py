@@ -74,6 +74,13 @@ class Contact(msgspec.Struct):
     updated_at: datetime
 
 
+class ContactDetail(Contact):
+    """One contact as ``GET /contacts/{id}`` answers it: with the link that ties a Telegram chat to them."""
+
+    #: ``https://t.me/<bot username>?start=<token>``; null while the organization has no Telegram bot
+    telegram_link: str | None = None
+
+
 class ContactCreate(Struct):
     title: Title | None = None
     first_name: PersonName | None = None

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import noload
 
 from app.clock import aware, utcnow
-from app.db.scoping import references_own_row
+from app.db.scoping import OrgScopedRepository, OrgScopedService, references_own_row
 from app.errors import Conflict, Forbidden, ValidationProblem
 from app.tenants.models import (
     AccessToken,
@@ -27,7 +27,6 @@ from app.tenants.models import (
     User,
 )
 from app.tenants.principal import ROLE_SCOPES, Principal, unknown_scopes
-from app.tenants.scoping import OrgScopedRepository, OrgScopedService
 from app.tenants.security import hash_secret, new_secret
 
 # the user services (app/tenants/users.py), importable from here as before the split

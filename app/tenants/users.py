@@ -13,10 +13,10 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService, is_dict
 from sqlalchemy import exists, select, update
 
 from app.clock import utcnow
+from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, Forbidden, ValidationProblem
 from app.tenants.models import PasswordResetToken, Role, User
 from app.tenants.principal import ROLE_RANK, Principal
-from app.tenants.scoping import OrgScopedRepository, OrgScopedService
 from app.tenants.security import hash_password, password_needs_rehash, password_problem, verify_password
 from app.tenants.sessions import end_user_sessions
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -17,14 +16,15 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.contacts import csvio
 from app.contacts.fields import FieldError, check_region
 from app.contacts.models import Contact
 from app.contacts.schemas import ContactCreate
 from app.contacts.services import CategoryService, ContactService
 from app.errors import ValidationProblem
-from app.messaging.models import Message
-from app.messaging.services import MessageService, ServicechainService
+from app.messaging.links import telegram_link_for
+from app.messaging.services import ServicechainService
 from app.tenants.auth import session_maker
 from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
@@ -32,8 +32,6 @@ from app.tenants.principal import Principal
 from app.textfields import max_lengths
 from app.web.common import (
     BY_NAME,
-    OLDEST,
-    FilteredPage,
     FormErrors,
     ListView,
     catching,
@@ -48,11 +46,11 @@ from app.web.common import (
     text,
     wants_fragment,
 )
+from app.web.conversations import conversation_context, may_opt_in, new_reply_key
 
 LIST_URL = "/contacts"
 READ = requires_scope("contacts:read")
 WRITE = requires_scope("contacts:write")
-CONVERSATION_PAGE_SIZE = 50
 # The request schema's limits (app.contacts.schemas), checked here so the form says so next to the field.
 TEXT_LIMITS = max_lengths(ContactCreate)
 CONFLICT = "This contact could not be saved: it conflicts with existing data."
@@ -256,39 +254,20 @@ class ContactPages(Controller):
         contact_id: UUID,
         contacts: ContactService,
         principal: Principal,
+        settings: Settings,
         number: str | None = Parameter(query="page", default=None, required=False, max_length=12),
     ) -> Response[Any]:
         contact = await contacts.get(contact_id)
+        context = await conversation_context(contacts, contact, principal, number)
+        if wants_fragment(request, "conversation"):  # a page of it, or the live update of the newest
+            return page("partials/_conversation.html", context)
         session = contacts.repository.session
         chain = None
         if contact.servicechain_id is not None:
             chains = scoped(ServicechainService, session, contacts.organization_id)
             chain = await chains.get_one_or_none(id=contact.servicechain_id)
-        conversation: FilteredPage[Message] | None = None
-        if principal.has_scope("messages:read"):
-            messages = scoped(MessageService, session, contacts.organization_id)
-            total = await messages.count(Message.contact_id == contact.id)
-            pages = max(1, math.ceil(total / CONVERSATION_PAGE_SIZE))
-            try:
-                current = min(max(int(number), 1), pages) if number else pages  # newest last: open on the last page
-            except ValueError:
-                current = pages
-            items = await messages.list(
-                Message.contact_id == contact.id,
-                LimitOffset(limit=CONVERSATION_PAGE_SIZE, offset=(current - 1) * CONVERSATION_PAGE_SIZE),
-                OLDEST,
-            )
-            conversation = FilteredPage(
-                items=items,
-                total=total,
-                number=current,
-                size=CONVERSATION_PAGE_SIZE,
-                url=f"{LIST_URL}/{contact.id}",
-                target="conversation",
-            )
-        context = {"contact": contact, "chain": chain, "conversation": conversation}
-        if wants_fragment(request, "conversation"):
-            return page("partials/_conversation.html", context)
+        link = await telegram_link_for(session, settings, contacts.organization_id, contact.id)
+        context.update({"chain": chain, "telegram_link": link, "reply_key": new_reply_key()})
         return page("contacts/detail.html", context)
 
     @get("/{contact_id:uuid}/edit", name="contact-edit", guards=[WRITE])
@@ -304,12 +283,19 @@ class ContactPages(Controller):
 
     @post("/{contact_id:uuid}/edit", guards=[WRITE])
     async def update_contact(
-        self, request: HTMXRequest, contact_id: UUID, contacts: ContactService, db_session: AsyncSession
+        self,
+        request: HTMXRequest,
+        contact_id: UUID,
+        contacts: ContactService,
+        principal: Principal,
+        db_session: AsyncSession,
     ) -> Response[Any]:
         contact = await contacts.get(contact_id)
         form = await read_form(request)
         errors = FormErrors()
         data, shown = read_contact_form(form, errors)
+        if contact.opted_out and not may_opt_in(principal):
+            data["opted_out"] = shown["opted_out"] = True  # only an org admin opts someone back in
         if not errors:
             data["is_unknown"] = False  # someone looked at it and saved it
             async with catching(errors, "first_name"):

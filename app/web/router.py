@@ -16,6 +16,7 @@ from app.web.chains import ChainPages
 from app.web.clients import ClientPages
 from app.web.common import add_vary, provide_page_number, provide_web_principal
 from app.web.contacts import ContactPages
+from app.web.conversations import ConversationPages
 from app.web.errors import web_exception_handler
 from app.web.messages import MessagePages
 from app.web.organization import SettingsPages
@@ -31,6 +32,7 @@ WEB_CONTROLLERS: list[type] = [
     ClientPages,
     TokenPages,
     ContactPages,
+    ConversationPages,
     CategoryPages,
     ServicePages,
     ChainPages,

@@ -20,7 +20,10 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.errors import Conflict
+from app.messaging.links import telegram_bot, twilio_hook_url
+from app.plugins import telegram, twilio
 from app.providers import SERVICE_DEPENDENCIES
 from app.servicehost.schemas import ServiceDetail
 from app.servicehost.services import CredentialService, ServiceCatalog
@@ -85,6 +88,8 @@ def credential_fields(schema: dict[str, Any] | None) -> list[CredentialField]:
         variants = [_resolve(v, defs) for v in (prop.get("anyOf") or prop.get("oneOf") or [prop])]
         main = next((v for v in variants if v.get("type") != "null"), {})
         merged = {**main, **{k: v for k, v in prop.items() if k not in ("anyOf", "oneOf")}}
+        if merged.get("readOnly"):
+            continue  # generated when the credentials are saved (a webhook secret…): never an input
         kind: FieldKind = "text"
         options: list[tuple[str, str]] = []
         attrs: list[str] = []
@@ -160,11 +165,31 @@ def read_credentials(
     return data, shown
 
 
+async def hook_context(service: ServiceDetail, credentials: CredentialService, settings: Settings) -> dict[str, Any]:
+    """Where the provider calls this organization back: Twilio's URL to paste into its console, and
+    the webhook and bot that saving the Telegram credentials registered (never the secret)."""
+    org = credentials.organization_id
+    if service.name == twilio.NAME:
+        return {"twilio_hook_url": twilio_hook_url(settings, org)}
+    if service.name == telegram.NAME and service.has_credentials:
+        return {
+            "telegram_bot": await telegram_bot(
+                credentials.repository.session, settings, org, registry=credentials.registry
+            )
+        }
+    return {}
+
+
 def _detail_context(
-    service: ServiceDetail, principal: Principal, form: dict[str, str] | None = None, errors: FormErrors | None = None
+    service: ServiceDetail,
+    principal: Principal,
+    hooks: dict[str, Any],
+    form: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
 ) -> dict[str, Any]:
     fields = credential_fields(service.credentials_schema)
     return {
+        **hooks,
         "service": service,
         "fields": fields,
         "form": form if form is not None else {f.name: f.default for f in fields},
@@ -180,18 +205,30 @@ class ServicePages(Controller):
     dependencies = SERVICE_DEPENDENCIES
 
     @get("/", name="services")
-    async def list_services(self, catalog: ServiceCatalog, principal: Principal) -> Response[Any]:
+    async def list_services(
+        self, catalog: ServiceCatalog, credentials: CredentialService, principal: Principal, settings: Settings
+    ) -> Response[Any]:
         services = await catalog.all()
         context = {
             "services": services,
+            "twilio_hook_url": twilio_hook_url(settings, credentials.organization_id),
             "address_labels": ADDRESS_LABELS,
             "can_edit": principal.is_org_admin and principal.has_scope("users:admin"),
         }
         return page("services/list.html", context)
 
     @get(NAME, name="service")
-    async def service_detail(self, name: str, catalog: ServiceCatalog, principal: Principal) -> Response[Any]:
-        return page("services/detail.html", _detail_context(await catalog.get(name), principal))
+    async def service_detail(
+        self,
+        name: str,
+        catalog: ServiceCatalog,
+        credentials: CredentialService,
+        principal: Principal,
+        settings: Settings,
+    ) -> Response[Any]:
+        service = await catalog.get(name)
+        hooks = await hook_context(service, credentials, settings)
+        return page("services/detail.html", _detail_context(service, principal, hooks))
 
     @post(NAME + "/credentials", guards=[requires_org_admin])
     async def save_credentials(
@@ -201,6 +238,7 @@ class ServicePages(Controller):
         catalog: ServiceCatalog,
         credentials: CredentialService,
         principal: Principal,
+        settings: Settings,
         db_session: AsyncSession,
     ) -> Response[Any]:
         service = await catalog.get(name)
@@ -219,7 +257,9 @@ class ServicePages(Controller):
                 return await see_other(db_session, f"{LIST_URL}/{name}")
         if errors.fields and not errors.form:
             errors.form = "The credentials were not saved: see the fields below."
-        return page("services/detail.html", _detail_context(service, principal, shown, errors), status=422)
+        await db_session.rollback()
+        hooks = await hook_context(service, credentials, settings)
+        return page("services/detail.html", _detail_context(service, principal, hooks, shown, errors), status=422)
 
     @post(NAME + "/credentials/remove", guards=[requires_org_admin])
     async def remove_credentials(
