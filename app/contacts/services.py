@@ -162,7 +162,7 @@ class CategoryService(OrgScopedService[Category]):
 
 def contact_payload(contact: Contact) -> dict[str, Any]:
     """A contact as the API returns it, as JSON builtins (the ``data`` of the contact webhook events)."""
-    return msgspec.to_builtins(msgspec.convert(contact, schemas.Contact, from_attributes=True))  # type: ignore[no-any-return]
+    return msgspec.to_builtins(msgspec.convert(contact, schemas.Contact, from_attributes=True))
 
 
 async def count_contacts_per_category(categories: CategoryService, category_ids: Iterable[UUID]) -> dict[UUID, int]:

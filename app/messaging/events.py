@@ -24,4 +24,4 @@ def message_payload(values: Mapping[str, Any] | Message) -> dict[str, Any]:
     for field in _FIELDS:
         value = get("reply_to_id" if field == "reply_to" else field)
         out[field] = value.value if isinstance(value, enum.Enum) else value
-    return msgspec.to_builtins(out)  # type: ignore[no-any-return]
+    return msgspec.to_builtins(out)
