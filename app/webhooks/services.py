@@ -203,7 +203,6 @@ class WebhookService(OrgScopedService[WebhookEndpoint]):
             dispatched_at=now,  # fanned out here, to this endpoint alone
         )
         self.repository.session.add(event)
-        delivery = WebhookDelivery(
-            event_id=event.id, endpoint_id=endpoint.id, event_type=PING, next_attempt_at=now
-        )
+        await self.repository.session.flush()  # the event first: the delivery references it
+        delivery = WebhookDelivery(event_id=event.id, endpoint_id=endpoint.id, event_type=PING, next_attempt_at=now)
         return await self.deliveries.add(delivery)

@@ -33,7 +33,9 @@ def _tail(table: str) -> list:
         sa.Column("created_at", DateTimeUTC(timezone=True), nullable=False),
         sa.Column("updated_at", DateTimeUTC(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["organization_id"], ["organization.id"], name=op.f(f"fk_{table}_organization_id_organization"),
+            ["organization_id"],
+            ["organization.id"],
+            name=op.f(f"fk_{table}_organization_id_organization"),
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{table}")),
@@ -84,11 +86,15 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", DateTimeUTC(timezone=True), nullable=True),
         *_tail("webhook_delivery"),
         sa.ForeignKeyConstraint(
-            ["event_id"], ["webhook_event.id"], name=op.f("fk_webhook_delivery_event_id_webhook_event"),
+            ["event_id"],
+            ["webhook_event.id"],
+            name=op.f("fk_webhook_delivery_event_id_webhook_event"),
             ondelete="CASCADE",
         ),
         sa.ForeignKeyConstraint(
-            ["endpoint_id"], ["webhook_endpoint.id"], name=op.f("fk_webhook_delivery_endpoint_id_webhook_endpoint"),
+            ["endpoint_id"],
+            ["webhook_endpoint.id"],
+            name=op.f("fk_webhook_delivery_endpoint_id_webhook_endpoint"),
             ondelete="CASCADE",
         ),
         sa.UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_delivery_event_endpoint"),
@@ -108,7 +114,9 @@ def upgrade() -> None:
         sa.Column("error", sa.String(length=1000), nullable=True),
         *_tail("webhook_attempt"),
         sa.ForeignKeyConstraint(
-            ["delivery_id"], ["webhook_delivery.id"], name=op.f("fk_webhook_attempt_delivery_id_webhook_delivery"),
+            ["delivery_id"],
+            ["webhook_delivery.id"],
+            name=op.f("fk_webhook_attempt_delivery_id_webhook_delivery"),
             ondelete="CASCADE",
         ),
     )
