@@ -531,3 +531,20 @@ async def test_cross_tenant_and_roles(
     async with sessions() as session:
         endpoint = await session.get_one(WebhookEndpoint, UUID(hook["id"]))
     assert endpoint.enabled and hook["secret"] not in endpoint.secret_encrypted  # stored encrypted
+
+
+async def test_an_inbound_message_emits_message_received(
+    world: World, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    from app.messaging.inbound import apply_inbound
+    from app.plugins.base import Inbound
+
+    org = await world.org()
+    async with sessions() as session:
+        received = await apply_inbound(session, org.id, "log", "email", Inbound("ann@example.com", "Hello", "in-1"))
+    async with sessions() as session:
+        events = list(await session.scalars(select(WebhookEvent).where(WebhookEvent.organization_id == org.id)))
+    (event,) = events
+    assert event.type == "message.received"
+    assert event.payload["id"] == str(received.message_id) and event.payload["state"] == "MSG_RECEIVED"
+    assert event.payload["direction"] == "incoming" and event.payload["content"] == "Hello"
