@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -148,7 +149,7 @@ async def test_a_sent_message_reaches_the_endpoint_signed(
     verifier = Webhook(secret)
     for headers, body in receiver.requests:
         assert verifier.verify(body, headers)["type"] == "message.state_changed"
-    events = receiver.events()
+    events = sorted(receiver.events(), key=lambda e: e["data"]["updated_at"])  # deliveries run in parallel
     assert [e["data"]["state"] for e in events] == ["MSG_SENDING", "MSG_SENT"]
     assert {e["data"]["id"] for e in events} == {sent["id"]}
     last = events[-1]["data"]
@@ -548,3 +549,86 @@ async def test_an_inbound_message_emits_message_received(
     assert event.type == "message.received"
     assert event.payload["id"] == str(received.message_id) and event.payload["state"] == "MSG_RECEIVED"
     assert event.payload["direction"] == "incoming" and event.payload["content"] == "Hello"
+
+
+# ------------------------------------------------------------------ pages
+
+
+async def test_pages_create_show_the_secret_once_the_log_and_the_buttons(
+    client: AsyncTestClient[Any],
+    world: World,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    receiver: Receiver,
+) -> None:
+    from tests.test_web_pages import login, post_form
+
+    org = await world.org()
+    admin = await world.user(org, Role.ORG_ADMIN)
+    assert (await login(client, admin.email)).status_code == 303
+    r = await client.get("/webhooks")
+    assert r.status_code == 200 and "No webhook endpoints yet" in r.text
+    r = await post_form(client, "/webhooks", {"url": "", "event_types": []}, page="/webhooks")
+    assert r.status_code == 422 and "Choose at least one event type." in r.text
+    r = await post_form(
+        client,
+        "/webhooks",
+        {"url": receiver.url, "description": "CRM", "event_types": ["contact.opted_out", "contact.opted_in"]},
+        page="/webhooks",
+    )
+    assert r.status_code == 201, r.text
+    secret = re.search(r'value="(whsec_[^"]+)"', r.text)
+    assert secret and r.headers["cache-control"] == "no-store"
+    async with sessions() as session:
+        endpoint = await session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.organization_id == org.id))
+    assert endpoint is not None and endpoint.event_types == ["contact.opted_out", "contact.opted_in"]
+    detail = f"/webhooks/{endpoint.id}"
+    r = await client.get(detail)
+    assert r.status_code == 200 and secret.group(1) not in r.text and "No deliveries yet" in r.text
+
+    r = await post_form(client, detail + "/test", {}, page=detail)
+    assert r.status_code == 303
+    now = utcnow()
+    (delivery_id, _), *_ = await _due(sessions, now)
+    assert await attempt_at(sessions, settings, delivery_id, now) == DeliveryStatus.DELIVERED
+    Webhook(secret.group(1)).verify(receiver.requests[0][1], receiver.requests[0][0])
+    r = await client.get(detail)
+    assert "<code>ping</code>" in r.text and "HTTP 200" in r.text and "delivered" in r.text
+    r = await post_form(client, f"{detail}/deliveries/{delivery_id}/retry", {}, page=detail)
+    assert r.status_code == 303
+    assert [d for d, _ in await _due(sessions, utcnow())] == [delivery_id]
+
+    r = await post_form(client, detail + "/rotate-secret", {}, page=detail)
+    assert r.status_code == 201 and "previous secret keeps signing" in r.text
+    r = await post_form(client, detail + "/settings", {"url": "ftp://x", "event_types": ["ping"]}, page=detail)
+    assert r.status_code in (303, 422)
+    r = await post_form(
+        client,
+        detail + "/settings",
+        {"url": receiver.url, "event_types": ["contact.opted_in"], "enabled": ""},
+        page=detail,
+    )
+    assert r.status_code == 303
+    async with sessions() as session:
+        endpoint = await session.get_one(WebhookEndpoint, endpoint.id, populate_existing=True)
+    assert endpoint.event_types == ["contact.opted_in"] and endpoint.enabled is False
+
+    # another organization's admin: not found; a user: forbidden
+    other = await world.user(await world.org(), Role.ORG_ADMIN)
+    async with AsyncTestClient(app=client.app) as second:
+        assert (await login(second, other.email)).status_code == 303
+        assert (await second.get(detail)).status_code == 404
+        for action in ("/test", "/rotate-secret", "/delete", f"/deliveries/{delivery_id}/retry"):
+            r = await post_form(second, detail + action, {}, page="/webhooks")
+            assert r.status_code == 404, (action, r.status_code)
+    user = await world.user(org, Role.USER)
+    async with AsyncTestClient(app=client.app) as third:
+        assert (await login(third, user.email)).status_code == 303
+        assert (await third.get("/webhooks")).status_code == 403
+    r = await post_form(client, detail + "/delete", {}, page=detail)
+    assert r.status_code == 303 and (await client.get(detail)).status_code == 404
+
+
+async def _due(sessions: async_sessionmaker[AsyncSession], now: datetime) -> list[tuple[UUID, datetime]]:
+    async with sessions() as session:
+        return await delivery.due(session, now)

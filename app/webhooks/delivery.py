@@ -160,6 +160,7 @@ async def attempt(
 ) -> DeliveryStatus | None:
     """Make one attempt of a due delivery; commits. None when it was not due (claimed elsewhere, done)."""
     now = now or utcnow()
+    lease = now + LEASE
     claimed = await session.execute(
         update(WebhookDelivery)
         .where(
@@ -167,7 +168,7 @@ async def attempt(
             WebhookDelivery.status.in_(OPEN),
             WebhookDelivery.next_attempt_at <= now,
         )
-        .values(next_attempt_at=now + LEASE)
+        .values(next_attempt_at=lease)
         .execution_options(synchronize_session=False)
     )
     if not claimed.rowcount:  # type: ignore[attr-defined]
@@ -177,7 +178,7 @@ async def attempt(
     endpoint = await session.get_one(WebhookEndpoint, delivery.endpoint_id, populate_existing=True)
     event = await session.get_one(WebhookEvent, delivery.event_id)
     if not endpoint.enabled:
-        await _finish(session, delivery_id, DeliveryStatus.GIVEN_UP, None, count=False)
+        await _finish(session, delivery_id, lease, DeliveryStatus.GIVEN_UP, None, count=False)
         return DeliveryStatus.GIVEN_UP
     url, endpoint_id = endpoint.url, endpoint.id
     try:
@@ -204,7 +205,7 @@ async def attempt(
     )
     if outcome.ok:
         status = DeliveryStatus.DELIVERED
-        await _finish(session, delivery_id, status, None)
+        await _finish(session, delivery_id, lease, status, None)
         await session.execute(
             update(WebhookEndpoint)
             .where(WebhookEndpoint.id == endpoint_id)
@@ -214,7 +215,8 @@ async def attempt(
     else:
         given_up = attempts >= len(SCHEDULE)
         status = DeliveryStatus.GIVEN_UP if given_up else DeliveryStatus.FAILED
-        await _finish(session, delivery_id, status, None if given_up else now + timedelta(seconds=SCHEDULE[attempts]))
+        next_at = None if given_up else now + timedelta(seconds=SCHEDULE[attempts])
+        await _finish(session, delivery_id, lease, status, next_at)
         if await _failed(session, endpoint_id, now):
             status = DeliveryStatus.GIVEN_UP
     await session.commit()
@@ -222,15 +224,28 @@ async def attempt(
 
 
 async def _finish(
-    session: AsyncSession, delivery_id: UUID, status: DeliveryStatus, next_at: datetime | None, *, count: bool = True
+    session: AsyncSession,
+    delivery_id: UUID,
+    lease: datetime,
+    status: DeliveryStatus,
+    next_at: datetime | None,
+    *,
+    count: bool = True,
 ) -> None:
-    values: dict[str, object] = {"status": status, "next_attempt_at": next_at, "updated_at": utcnow()}
+    """Count the attempt; set the outcome unless the delivery changed meanwhile (a replay while this
+    attempt was in flight keeps its new due time)."""
+    table = WebhookDelivery
     if count:
-        values["attempts"] = WebhookDelivery.attempts + 1
+        await session.execute(
+            update(table)
+            .where(table.id == delivery_id)
+            .values(attempts=table.attempts + 1)
+            .execution_options(synchronize_session=False)
+        )
     await session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == delivery_id)
-        .values(**values)
+        update(table)
+        .where(table.id == delivery_id, table.next_attempt_at == lease)
+        .values(status=status, next_attempt_at=next_at, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
 
