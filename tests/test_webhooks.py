@@ -118,7 +118,7 @@ async def fan_out_at(sessions: async_sessionmaker[AsyncSession], now: datetime) 
         return await delivery.fan_out(session, now)
 
 
-async def wait_for(predicate: Any, timeout: float = 30) -> None:
+async def wait_for(predicate: Any, timeout: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:
@@ -561,7 +561,7 @@ async def test_pages_create_show_the_secret_once_the_log_and_the_buttons(
     sessions: async_sessionmaker[AsyncSession],
     receiver: Receiver,
 ) -> None:
-    from tests.test_web_pages import login, post_form
+    from tests.test_web_pages import cookie_jar, login, post_form, use_cookies
 
     org = await world.org()
     admin = await world.user(org, Role.ORG_ADMIN)
@@ -613,18 +613,19 @@ async def test_pages_create_show_the_secret_once_the_log_and_the_buttons(
         endpoint = await session.get_one(WebhookEndpoint, endpoint.id, populate_existing=True)
     assert endpoint.event_types == ["contact.opted_in"] and endpoint.enabled is False
 
-    # another organization's admin: not found; a user: forbidden
+    # another organization's admin: not found; a user: forbidden (one client per app: swap the cookies)
+    admin_cookies = cookie_jar(client)
+    client.cookies.clear()
     other = await world.user(await world.org(), Role.ORG_ADMIN)
-    async with AsyncTestClient(app=client.app) as second:
-        assert (await login(second, other.email)).status_code == 303
-        assert (await second.get(detail)).status_code == 404
-        for action in ("/test", "/rotate-secret", "/delete", f"/deliveries/{delivery_id}/retry"):
-            r = await post_form(second, detail + action, {}, page="/webhooks")
-            assert r.status_code == 404, (action, r.status_code)
-    user = await world.user(org, Role.USER)
-    async with AsyncTestClient(app=client.app) as third:
-        assert (await login(third, user.email)).status_code == 303
-        assert (await third.get("/webhooks")).status_code == 403
+    assert (await login(client, other.email)).status_code == 303
+    assert (await client.get(detail)).status_code == 404
+    for action in ("/test", "/rotate-secret", "/delete", f"/deliveries/{delivery_id}/retry"):
+        r = await post_form(client, detail + action, {}, page="/webhooks")
+        assert r.status_code == 404, (action, r.status_code)
+    client.cookies.clear()
+    assert (await login(client, (await world.user(org, Role.USER)).email)).status_code == 303
+    assert (await client.get("/webhooks")).status_code == 403
+    use_cookies(client, admin_cookies)
     r = await post_form(client, detail + "/delete", {}, page=detail)
     assert r.status_code == 303 and (await client.get(detail)).status_code == 404
 

@@ -44,7 +44,7 @@ def delivery_out(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) -> s
         schemas.Delivery,
         from_attributes=True,
     )
-    out.attempts = [msgspec.convert(a, schemas.Attempt, from_attributes=True) for a in attempts]
+    out.attempts = [msgspec.convert(a, schemas.DeliveryAttempt, from_attributes=True) for a in attempts]
     return out
 
 

@@ -56,7 +56,7 @@ class Webhook(msgspec.Struct):
     secret: str | UnsetType = UNSET
 
 
-class Attempt(msgspec.Struct):
+class DeliveryAttempt(msgspec.Struct):
     id: UUID
     attempted_at: datetime
     status_code: int | None
@@ -75,4 +75,4 @@ class Delivery(msgspec.Struct):
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    attempts: list[Attempt] = msgspec.field(default_factory=list)
+    attempts: list[DeliveryAttempt] = msgspec.field(default_factory=list)
