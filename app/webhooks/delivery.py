@@ -39,9 +39,11 @@ TIMEOUT = 10.0
 #: bytes of the answer kept in the log
 KEEP = 1024
 OPEN = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+#: events fanned out, and due deliveries found, per query
+BATCH = 500
 
 
-async def fan_out(session: AsyncSession, now: datetime | None = None, limit: int = 500) -> int:
+async def fan_out(session: AsyncSession, now: datetime | None = None, limit: int = BATCH) -> int:
     """Turn undispatched events into one delivery per subscribed, enabled endpoint; commits.
 
     An event no endpoint wants is deleted (the outbox is not a log). Returns the events handled."""
@@ -89,7 +91,7 @@ async def fan_out(session: AsyncSession, now: datetime | None = None, limit: int
     return len(events)
 
 
-async def due(session: AsyncSession, now: datetime | None = None, limit: int = 500) -> list[tuple[UUID, datetime]]:
+async def due(session: AsyncSession, now: datetime | None = None, limit: int = BATCH) -> list[tuple[UUID, datetime]]:
     """``(delivery id, its due time)`` of the deliveries due at ``now``, oldest first."""
     now = now or utcnow()
     rows = await session.execute(

@@ -28,7 +28,7 @@ async def dispatch(sessions: async_sessionmaker[AsyncSession], queue: Queue, now
     raises after the fan-out is committed: the deliveries stay due and the next run enqueues them."""
     now = now or utcnow()
     async with sessions() as session:
-        while await delivery.fan_out(session, now) == 500:
+        while await delivery.fan_out(session, now) == delivery.BATCH:
             pass
         pending = await delivery.due(session, now)
     for delivery_id, due_at in pending:
