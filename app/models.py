@@ -6,3 +6,4 @@ from app.contacts import models as contacts  # noqa: F401
 from app.messaging import models as messaging  # noqa: F401
 from app.servicehost import models as servicehost  # noqa: F401
 from app.tenants import models as tenants  # noqa: F401
+from app.webhooks import models as webhooks  # noqa: F401

@@ -4,7 +4,8 @@ stays the source of truth.
 
 - ``default``: system jobs (mails, plugin re-checks, the sweep);
 - ``send``: one job per attempt: a worker calls a plugin and reports the outcome as an event;
-- ``events``: the coordinator applies outcomes (state machine, fallback, credits).
+- ``events``: the coordinator applies outcomes (state machine, fallback, credits);
+- ``webhooks``: the webhook dispatcher and one job per delivery attempt (a slow receiver delays no send).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from app.config import Settings
 DEFAULT_QUEUE = "default"
 SEND_QUEUE = "send"
 EVENTS_QUEUE = "events"
-QUEUE_NAMES = (DEFAULT_QUEUE, SEND_QUEUE, EVENTS_QUEUE)
+WEBHOOKS_QUEUE = "webhooks"
+QUEUE_NAMES = (DEFAULT_QUEUE, SEND_QUEUE, EVENTS_QUEUE, WEBHOOKS_QUEUE)
 
 # Enqueue options of each job: SAQ's ``retries`` counts total attempts.
 
@@ -34,6 +36,13 @@ EVENT_JOB_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay":
 #: after each of these delays (seconds), then dropped (logged)
 RECEIPT_REPLAY_DELAYS = (2, 10, 60, 300)
 RECEIPT_REPLAY_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 3, "retry_delay": 1.0}
+
+
+#: ``deliver_webhook`` (app/webhooks/jobs.py): one attempt; the schedule of retries is the delivery's own
+#: (app/webhooks/delivery.py), so SAQ never retries it (a POST of 10 s at most, room around it)
+WEBHOOK_DELIVERY_OPTIONS: dict[str, Any] = {"timeout": 30, "retries": 1}
+#: how often the webhook dispatcher runs (seconds): "immediately" is within this
+WEBHOOK_DISPATCH_SECONDS = 1
 
 
 def send_job_key(attempt_id: object) -> str:

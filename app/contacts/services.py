@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
+import msgspec
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.filters import OrderBy, StatementFilter
 from advanced_alchemy.service import is_dict
@@ -30,6 +31,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import utcnow
+from app.contacts import schemas
 from app.contacts.fields import (
     FieldError,
     clean_text,
@@ -41,6 +43,7 @@ from app.contacts.fields import (
 from app.contacts.models import Category, Contact, contact_category
 from app.db.scoping import OrgScopedRepository, OrgScopedService, references_own_row
 from app.errors import Conflict, FieldErrors, ValidationProblem
+from app.webhooks.outbox import emit
 
 TEXT_FIELDS = ("title", "first_name", "surname")
 IDENTIFYING_FIELDS = ("first_name", "surname", "phone", "email", "telegram_chat_id")
@@ -157,6 +160,11 @@ class CategoryService(OrgScopedService[Category]):
 # ---------------------------------------------------------------- contacts
 
 
+def contact_payload(contact: Contact) -> dict[str, Any]:
+    """A contact as the API returns it, as JSON builtins (the ``data`` of the contact webhook events)."""
+    return msgspec.to_builtins(msgspec.convert(contact, schemas.Contact, from_attributes=True))
+
+
 async def count_contacts_per_category(categories: CategoryService, category_ids: Iterable[UUID]) -> dict[UUID, int]:
     """How many contacts each of these categories of the organization holds, in one query."""
     ids = list(category_ids)
@@ -268,9 +276,11 @@ class ContactService(OrgScopedService[Contact]):
         via = changes.pop("opted_out_via", None)
         for key, value in changes.items():
             setattr(contact, key, value)
-        if opted_out is not None:
-            self._apply_opt_out(contact, bool(opted_out), via)
-        return await self.repository.update(contact, auto_commit=auto_commit)
+        opt_changed = opted_out is not None and self._apply_opt_out(contact, bool(opted_out), via)
+        contact = await self.repository.update(contact, auto_commit=auto_commit)
+        if opt_changed:
+            self._emit_opt(contact)
+        return contact
 
     @staticmethod
     def _apply_opt_out(contact: Contact, opted_out: bool, via: str | None) -> bool:
@@ -290,7 +300,13 @@ class ContactService(OrgScopedService[Contact]):
         contact = await self.get(contact_id)
         if self._apply_opt_out(contact, opted_out, via):
             contact = await self.repository.update(contact)
+            self._emit_opt(contact)
         return contact
+
+    def _emit_opt(self, contact: Contact) -> None:
+        """The ``contact.opted_out`` / ``contact.opted_in`` webhook event, in this transaction."""
+        kind = "contact.opted_out" if contact.opted_out else "contact.opted_in"
+        emit(self.repository.session, self.organization_id, kind, contact_payload(contact))
 
     async def remove(self, contact_id: UUID) -> None:
         await self.delete(contact_id)

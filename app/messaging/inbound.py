@@ -25,9 +25,11 @@ from app.contacts.services import ContactService
 from app.errors import ValidationProblem
 from app.logging import get_logger
 from app.messaging import state
+from app.messaging.events import message_payload
 from app.messaging.models import Direction, Message, MessageState
 from app.plugins.base import AddressField, Inbound
 from app.tenants.deps import scoped
+from app.webhooks.outbox import emit
 
 log = get_logger(__name__)
 
@@ -111,6 +113,7 @@ async def apply_inbound(
         received = Received(seen.id if seen else None, seen.contact_id if seen else None, duplicate=True)
         await session.rollback()
         return received
+    emit(session, organization_id, "message.received", message_payload(message))
     if reply_to is not None:
         await state.move(session, reply_to, MessageState.REPLIED)
     opted = None

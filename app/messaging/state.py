@@ -15,7 +15,9 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import utcnow
+from app.messaging.events import COLUMNS, message_payload
 from app.messaging.models import Message, MessageState
+from app.webhooks.outbox import emit_now
 
 S = MessageState
 FORWARD: tuple[MessageState, ...] = (
@@ -48,7 +50,10 @@ def can_move(old: MessageState, new: MessageState) -> bool:
 
 
 async def move(session: AsyncSession, message_id: UUID, new: MessageState, **values: Any) -> bool:
-    """Move the message to ``new`` if that is forward from where it is; True when it moved."""
+    """Move the message to ``new`` if that is forward from where it is; True when it moved.
+
+    A move writes its ``message.state_changed`` webhook event in the same transaction (the row read back
+    by RETURNING, then one INSERT into the outbox)."""
     allowed = predecessors(new)
     if not allowed:
         return False
@@ -56,9 +61,17 @@ async def move(session: AsyncSession, message_id: UUID, new: MessageState, **val
         update(Message)
         .where(Message.id == message_id, Message.state.in_(allowed))
         .values(state=new, updated_at=utcnow(), **values)
+        .returning(*COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return await _emit_moved(session, result.mappings().first())
+
+
+async def _emit_moved(session: AsyncSession, row: Any) -> bool:
+    if row is None:
+        return False
+    await emit_now(session, row["organization_id"], "message.state_changed", message_payload(row))
+    return True
 
 
 async def move_back_for_fallback(session: AsyncSession, message_id: UUID, provider_message_id: str) -> bool:
@@ -74,6 +87,7 @@ async def move_back_for_fallback(session: AsyncSession, message_id: UUID, provid
             Message.provider_message_id == provider_message_id,
         )
         .values(state=S.SENDING, provider_message_id=None, sent_at=None, updated_at=utcnow())
+        .returning(*COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return await _emit_moved(session, result.mappings().first())

@@ -23,6 +23,7 @@ from app.web.organization import SettingsPages
 from app.web.services import ServicePages
 from app.web.tokens import TokenPages
 from app.web.users import UserPages
+from app.web.webhooks import WebhookPages
 
 WEB_CONTROLLERS: list[type] = [
     SessionController,
@@ -38,6 +39,7 @@ WEB_CONTROLLERS: list[type] = [
     ChainPages,
     MessagePages,
     SettingsPages,
+    WebhookPages,
 ]
 
 

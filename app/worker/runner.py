@@ -15,11 +15,12 @@ from app.logging import get_logger
 from app.messaging import jobs as messaging_jobs
 from app.messaging.coordinator import Coordinator
 from app.messaging.jobs import MessagingContext
-from app.queues import DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, make_queues
+from app.queues import DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, WEBHOOKS_QUEUE, make_queues
 from app.servicehost.jobs import CRON_JOBS as PLUGIN_CRON_JOBS
 from app.servicehost.jobs import recheck_plugins
 from app.servicehost.registry import PluginRegistry, load_registry
 from app.tenants.jobs import FUNCTIONS as ACCOUNT_FUNCTIONS
+from app.webhooks import jobs as webhook_jobs
 
 log = get_logger(__name__)
 
@@ -104,6 +105,13 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
         QueueWorker(
             queues[EVENTS_QUEUE],
             functions=[messaging_jobs.message_sent, messaging_jobs.attempt_failed, messaging_jobs.replay_receipt],
+            concurrency=concurrency,
+            **common,
+        ),
+        QueueWorker(
+            queues[WEBHOOKS_QUEUE],
+            functions=webhook_jobs.FUNCTIONS,
+            cron_jobs=webhook_jobs.CRON_JOBS,
             concurrency=concurrency,
             **common,
         ),
