@@ -12,6 +12,7 @@ from uuid import UUID
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.services import record
 from app.errors import PaymentRequired
 from app.messaging.models import CreditState, Message
 from app.tenants.models import Organization, Plan
@@ -69,3 +70,5 @@ async def add(session: AsyncSession, organization_id: UUID, amount: int) -> None
         .values(credits=Organization.credits + amount)
         .execution_options(synchronize_session=False)
     )
+    record(session, "organization.credits_added", "organization", organization_id, f"credits (+{amount})",
+           organization_id=organization_id)
