@@ -8,7 +8,7 @@ from __future__ import annotations
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.audit.services import AuditService, InstanceAuditService
+from app.audit.services import AuditReader, AuditService, InstanceAuditService
 from app.config import Settings
 from app.servicehost.registry import PluginRegistry, load_registry
 from app.servicehost.services import CredentialService, ServiceCatalog
@@ -37,7 +37,7 @@ SERVICE_DEPENDENCIES = {
 }
 
 
-def provide_audit(db_session: AsyncSession, principal: Principal) -> AuditService | InstanceAuditService:
+def provide_audit(db_session: AsyncSession, principal: Principal) -> AuditReader:
     """The audit log a caller may read: a sysadmin's is the instance's, an org admin's their organization's."""
     if principal.is_sysadmin:
         return InstanceAuditService(session=db_session)

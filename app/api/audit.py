@@ -14,12 +14,11 @@ from litestar.response import Stream
 
 from app.audit import schemas
 from app.audit.export import export_rows
-from app.audit.services import AuditQuery, AuditService, InstanceAuditService
+from app.audit.services import AuditQuery, AuditReader
 from app.providers import AUDIT_DEPENDENCIES
 from app.tenants.auth import session_maker
 from app.tenants.guards import requires_org_admin
 
-Audit = AuditService | InstanceAuditService
 Actor = Annotated[UUID | None, Parameter(query="actor", description="Only entries by this user or client id.")]
 Action = Annotated[
     str | None, Parameter(query="action", max_length=64, description="Only this action, e.g. user.created.")
@@ -52,7 +51,7 @@ class AuditController(Controller):
     @get("", summary="List audit entries, newest first (filters actor, action, target_type, since)")
     async def list_entries(
         self,
-        audit: Audit,
+        audit: AuditReader,
         limit_offset: LimitOffset,
         actor: Actor = None,
         action: Action = None,
@@ -61,14 +60,13 @@ class AuditController(Controller):
         organization_id: OrgFilter = None,
     ) -> OffsetPagination[schemas.AuditEntry]:
         query = audit_query(actor, action, target_type, since, organization_id)
-        items, total = await audit.search(query, limit_offset)
-        return audit.to_schema(items, total, filters=[limit_offset], schema_type=schemas.AuditEntry)
+        return await audit.page(query, limit_offset)
 
     @get("/export", summary="Export audit entries as CSV (the same filters)", media_type="text/csv")
     async def export_entries(
         self,
         request: Request[Any, Any, Any],
-        audit: Audit,
+        audit: AuditReader,
         actor: Actor = None,
         action: Action = None,
         target_type: TargetType = None,
@@ -76,9 +74,8 @@ class AuditController(Controller):
         organization_id: OrgFilter = None,
     ) -> Stream:
         query = audit_query(actor, action, target_type, since, organization_id)
-        org = audit.organization_id if isinstance(audit, AuditService) else None
         return Stream(
-            export_rows(session_maker(request), org, query),
+            export_rows(session_maker(request), audit.reads_organization, query),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
         )

@@ -14,13 +14,15 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
+import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
-from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from advanced_alchemy.service import OffsetPagination, SQLAlchemyAsyncRepositoryService
 from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from app.audit import schemas
 from app.audit.models import AuditEntry
 from app.clock import utcnow
 from app.db.config import REQUEST_INFO
@@ -153,8 +155,15 @@ _NEWEST_FIRST = OrderBy(field_name="at", sort_order="desc")
 EXPORT_BATCH = 500
 
 
-class _Reader:
+class AuditReader:
+    """Searching and streaming the log."""
+
     repository: Any
+
+    @property
+    def reads_organization(self) -> UUID | None:
+        """The one organization this reader sees (None: every one)."""
+        return None
 
     def _narrow(self, query: AuditQuery) -> AuditQuery:
         return query
@@ -162,6 +171,11 @@ class _Reader:
     async def search(self, query: AuditQuery, page: LimitOffset) -> tuple[list[AuditEntry], int]:
         rows, total = await self.repository.list_and_count(*_filters(self._narrow(query)), page, _NEWEST_FIRST)
         return list(rows), total
+
+    async def page(self, query: AuditQuery, window: LimitOffset) -> OffsetPagination[schemas.AuditEntry]:
+        rows, total = await self.search(query, window)
+        items = [msgspec.convert(r, schemas.AuditEntry, from_attributes=True) for r in rows]
+        return OffsetPagination(items=items, total=total, limit=window.limit, offset=window.offset)
 
     async def stream(self, query: AuditQuery) -> AsyncIterator[list[AuditEntry]]:
         """Every matching entry, newest first, in batches (for the CSV export)."""
@@ -180,10 +194,14 @@ class AuditRepository(OrgScopedRepository[AuditEntry]):
     model_type = AuditEntry
 
 
-class AuditService(_Reader, OrgScopedService[AuditEntry]):
+class AuditService(AuditReader, OrgScopedService[AuditEntry]):
     """One organization's log (org admins): an ``organization_id`` in the query is ignored."""
 
     repository_type = AuditRepository
+
+    @property
+    def reads_organization(self) -> UUID | None:
+        return self.organization_id
 
     def _narrow(self, query: AuditQuery) -> AuditQuery:
         return replace(query, organization_id=None)
@@ -193,7 +211,7 @@ class InstanceAuditRepository(SQLAlchemyAsyncRepository[AuditEntry]):
     model_type = AuditEntry
 
 
-class InstanceAuditService(_Reader, SQLAlchemyAsyncRepositoryService[AuditEntry]):
-    """Every organization's log (sysadmins; ``organization_id`` narrows it)."""
+class InstanceAuditService(AuditReader, SQLAlchemyAsyncRepositoryService[AuditEntry]):
+    """Every organization's log (sysadmins; ``organization_id`` in the query narrows it)."""
 
     repository_type = InstanceAuditRepository

@@ -16,6 +16,8 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from litestar.datastructures import State
+from litestar.types import Scope
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -118,7 +120,7 @@ class RequestSessionConfig(SQLAlchemyAsyncConfig):
     """The request's session also carries who asks and from where (``session.info[REQUEST_INFO]``), so
     what records a change in that session's transaction (the audit log) needs no extra parameters."""
 
-    def provide_session(self, state: Any, scope: Any) -> AsyncSession:
+    def provide_session(self, state: State, scope: Scope) -> AsyncSession:
         session = super().provide_session(state, scope)
         client = scope.get("client")
         session.info[REQUEST_INFO] = (scope.get("user"), client[0] if client else None)

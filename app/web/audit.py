@@ -12,7 +12,7 @@ from litestar.plugins.htmx import HTMXRequest
 from litestar.response import Stream
 
 from app.audit.export import export_rows
-from app.audit.services import AuditQuery, AuditService, InstanceAuditService
+from app.audit.services import AuditQuery, AuditReader
 from app.providers import AUDIT_DEPENDENCIES
 from app.tenants.auth import session_maker
 from app.tenants.guards import requires_org_admin
@@ -24,7 +24,6 @@ LIST = ListView(
 )
 FILTERS = ("actor", "action", "target_type", "since", "organization_id")
 
-Audit = AuditService | InstanceAuditService
 
 
 def _text(value: str | None, size: int) -> str:
@@ -58,7 +57,7 @@ class AuditPages(Controller):
     dependencies = AUDIT_DEPENDENCIES
 
     @get("/", name="audit")
-    async def list_entries(self, request: HTMXRequest, audit: Audit, page_number: int) -> Response[Any]:
+    async def list_entries(self, request: HTMXRequest, audit: AuditReader, page_number: int) -> Response[Any]:
         params = _params(request)
         errors = FormErrors()
         query = read_filters(params, errors)
@@ -70,16 +69,15 @@ class AuditPages(Controller):
             rows=lambda window: audit.search(query, window),
             errors=errors,
             filters=params,
-            instance=isinstance(audit, InstanceAuditService),
+            instance=audit.reads_organization is None,
             export_url=f"{LIST_URL}/export?{urlencode({k: v for k, v in params.items() if v})}",
         )
 
     @get("/export", name="audit_export")
-    async def export_entries(self, request: Request[Any, Any, Any], audit: Audit) -> Stream:
+    async def export_entries(self, request: Request[Any, Any, Any], audit: AuditReader) -> Stream:
         query = read_filters(_params(request), FormErrors())
-        org = audit.organization_id if isinstance(audit, AuditService) else None
         return Stream(
-            export_rows(session_maker(request), org, query),
+            export_rows(session_maker(request), audit.reads_organization, query),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
         )
