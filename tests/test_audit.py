@@ -117,12 +117,20 @@ async def test_each_change_is_recorded_with_actor_organization_target_and_ip_and
     client_token = ok.json()["access_token"]
     login_entry = await one(sessions, "auth.client_login", api_client_id)
     assert (login_entry.actor_kind, login_entry.actor_id, login_entry.organization_id, login_entry.ip) == (
-        "client", UUID(api_client_id), org_id, IP)
+        "client",
+        UUID(api_client_id),
+        org_id,
+        IP,
+    )
     bad = await client.post("/oauth/token", data=grant, auth=(client_id, WRONG_PASSWORD))
     assert bad.status_code == 401
     failed = await one(sessions, "auth.client_login_failed", api_client_id)
     assert (failed.actor_kind, failed.actor_name, failed.organization_id, failed.ip) == (
-        "anonymous", client_id, org_id, IP)
+        "anonymous",
+        client_id,
+        org_id,
+        IP,
+    )
     assert (await client.delete(f"{API}/clients/{api_client_id}", headers=adm)).status_code == 204
     by(await one(sessions, "api_client.revoked", api_client_id), admin, org_id)
 
@@ -187,8 +195,18 @@ async def test_each_change_is_recorded_with_actor_organization_target_and_ip_and
     by(await one(sessions, "auth.login", member.id), member, org_id)
 
     # no secret, anywhere in the table
-    secrets = [USER_PASSWORD, NEW_PASSWORD, WRONG_PASSWORD, PASSWORD, client_secret, client_token, admin_raw_token,
-               token_value, SMTP_PASSWORD, HOOK_SECRET]
+    secrets = [
+        USER_PASSWORD,
+        NEW_PASSWORD,
+        WRONG_PASSWORD,
+        PASSWORD,
+        client_secret,
+        client_token,
+        admin_raw_token,
+        token_value,
+        SMTP_PASSWORD,
+        HOOK_SECRET,
+    ]
     columns = [c.name for c in AuditEntry.__table__.columns if isinstance(c.type, String | Text)]
     rows = await entries(sessions)
     assert len(rows) > 25
@@ -207,7 +225,9 @@ async def test_reading_is_for_org_admins_of_their_own_organization_and_read_only
     a_h, b_h = bearer(await world.token(a_admin)), bearer(await world.token(b_admin))
     a_user = await world.user(a_org, Role.USER)
     for h, name in ((a_h, "a-chain"), (b_h, "b-chain")):
-        assert (await client.post(f"{API}/servicechains", json={"name": name, "services": ["log"]}, headers=h)).is_success
+        assert (
+            await client.post(f"{API}/servicechains", json={"name": name, "services": ["log"]}, headers=h)
+        ).is_success
 
     chains = {"target_type": "servicechain"}
     everything_a = (await client.get(f"{API}/audit", headers=a_h)).json()
@@ -237,7 +257,9 @@ async def test_reading_is_for_org_admins_of_their_own_organization_and_read_only
     sys_h = bearer(await world.token(await world.user(None, Role.SYSADMIN)))
     everything = (await client.get(f"{API}/audit", params={"limit": 500}, headers=sys_h)).json()
     assert {str(a_org.id), str(b_org.id)} <= {i["organization_id"] for i in everything["items"]}
-    only_b = (await client.get(f"{API}/audit", params={**chains, "organization_id": str(b_org.id)}, headers=sys_h)).json()
+    only_b = (
+        await client.get(f"{API}/audit", params={**chains, "organization_id": str(b_org.id)}, headers=sys_h)
+    ).json()
     assert only_b["total"] == 1 and only_b["items"][0]["organization_id"] == str(b_org.id)
 
     # a regular user: 403; nobody edits or deletes an entry
@@ -260,7 +282,9 @@ async def test_audit_page_filters_export_and_tenancy(
     a_admin, b_admin = await world.user(a_org, Role.ORG_ADMIN), await world.user(b_org, Role.ORG_ADMIN)
     for admin, name in ((a_admin, "alpha-chain"), (b_admin, "bravo-chain")):
         h = bearer(await world.token(admin))
-        assert (await client.post(f"{API}/servicechains", json={"name": name, "services": ["log"]}, headers=h)).is_success
+        assert (
+            await client.post(f"{API}/servicechains", json={"name": name, "services": ["log"]}, headers=h)
+        ).is_success
     [b_entry] = await entries(sessions, organization_id=b_org.id, target_type="servicechain")
 
     assert (await login(client, a_admin.email)).status_code == 303

@@ -14,8 +14,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.audit.models import AuditEntry
 from app.audit.services import AuditQuery, AuditService, InstanceAuditService
 
-COLUMNS = ("at", "organization_id", "actor_kind", "actor_id", "actor_name", "action", "target_type", "target_id",
-           "summary", "ip")
+COLUMNS = (
+    "at",
+    "organization_id",
+    "actor_kind",
+    "actor_id",
+    "actor_name",
+    "action",
+    "target_type",
+    "target_id",
+    "summary",
+    "ip",
+)
 # the same rule as the contacts' export: a cell a spreadsheet would run as a formula gets a leading '
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

@@ -117,9 +117,7 @@ def record(
 
     ``summary`` names fields, never values of secrets. Blasts and webhooks call, for instance,
     ``record(session, "blast.created", "blast", blast.id, "name, category_id")``."""
-    added = entry(
-        session, action, target_type, target_id, summary, actor=actor, ip=ip, organization_id=organization_id
-    )
+    added = entry(session, action, target_type, target_id, summary, actor=actor, ip=ip, organization_id=organization_id)
     session.add(added)
     return added
 

@@ -146,8 +146,14 @@ def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
             obj.id = uuid.uuid4()
         summary = _summary(spec, obj, _names(spec, columns))
         entries.append(
-            entry(session, f"{spec.target_type}.{verb}", spec.target_type, obj.id, summary,
-                  organization_id=_org_of(obj, obj.__tablename__))
+            entry(
+                session,
+                f"{spec.target_type}.{verb}",
+                spec.target_type,
+                obj.id,
+                summary,
+                organization_id=_org_of(obj, obj.__tablename__),
+            )
         )
     for obj in list(session.dirty):
         spec = WATCHED.get(getattr(obj, "__tablename__", ""))
@@ -161,15 +167,27 @@ def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
             continue
         verb = (spec.update_verb(obj, changed) if spec.update_verb else None) or "updated"
         entries.append(
-            entry(session, f"{spec.target_type}.{verb}", spec.target_type, obj.id, _summary(spec, obj, names),
-                  organization_id=_org_of(obj, obj.__tablename__))
+            entry(
+                session,
+                f"{spec.target_type}.{verb}",
+                spec.target_type,
+                obj.id,
+                _summary(spec, obj, names),
+                organization_id=_org_of(obj, obj.__tablename__),
+            )
         )
     for obj in list(session.deleted):
         spec = WATCHED.get(getattr(obj, "__tablename__", ""))
         if spec is None or spec.only:
             continue
         entries.append(
-            entry(session, f"{spec.target_type}.deleted", spec.target_type, obj.id, _summary(spec, obj, []),
-                  organization_id=_org_of(obj, obj.__tablename__))
+            entry(
+                session,
+                f"{spec.target_type}.deleted",
+                spec.target_type,
+                obj.id,
+                _summary(spec, obj, []),
+                organization_id=_org_of(obj, obj.__tablename__),
+            )
         )
     session.add_all(entries)

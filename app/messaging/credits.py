@@ -70,5 +70,7 @@ async def add(session: AsyncSession, organization_id: UUID, amount: int) -> None
         .values(credits=Organization.credits + amount)
         .execution_options(synchronize_session=False)
     )
-    record(session, "organization.credits_added", "organization", organization_id, f"credits (+{amount})",
-           organization_id=organization_id)
+    summary = f"credits (+{amount})"
+    record(
+        session, "organization.credits_added", "organization", organization_id, summary, organization_id=organization_id
+    )

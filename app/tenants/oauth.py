@@ -202,7 +202,10 @@ async def issue_token(
         actor = Actor("client", row.id, row.name, row.organization_id)
         record(session, "auth.client_login", "api_client", row.id, "scope", actor=actor)
     elif status == 401:  # a wrong client id or secret: kept although the answer rolls the request back
-        record(session, "auth.client_login_failed", "api_client", row.id if row else None, "client_id",
-               actor=anonymous(claimed or ""), organization_id=row.organization_id if row else None)
+        org_id, target = (row.organization_id, row.id) if row else (None, None)
+        failed = anonymous(claimed or "")
+        record(
+            session, "auth.client_login_failed", "api_client", target, "client_id", actor=failed, organization_id=org_id
+        )
         await session.commit()
     return status, body, out_headers

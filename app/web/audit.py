@@ -25,7 +25,6 @@ LIST = ListView(
 FILTERS = ("actor", "action", "target_type", "since", "organization_id")
 
 
-
 def _text(value: str | None, size: int) -> str:
     return (value or "").strip()[:size]
 
