@@ -27,7 +27,7 @@ from tests.test_services_api import (  # noqa: F401  (fixtures: local SMTP and w
     smtp_body,
     smtp_port,
 )
-from tests.test_web_pages import login
+from tests.test_web_pages import login, post_form
 
 API = "/api/v1"
 IP = "testclient"  # the test client's address, as the server sees it
@@ -312,3 +312,29 @@ async def test_audit_page_filters_export_and_tenancy(
     assert (await login(client, sysadmin.email)).status_code == 303
     everything = await client.get("/audit", params={"target_type": "servicechain"})
     assert everything.status_code == 200 and str(a_org.id) in everything.text and str(b_org.id) in everything.text
+
+
+async def test_changes_made_on_the_pages_are_recorded_with_the_signed_in_user(
+    client: Client, world: World, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    org = await world.org()
+    admin = await world.user(org, Role.ORG_ADMIN)
+    h = bearer(await world.token(admin))
+    chain_id = (await client.post(f"{API}/servicechains", json={"name": "c", "services": ["log"]}, headers=h)).json()[
+        "id"
+    ]
+    contact_id = (
+        await client.post(f"{API}/contacts", json={"first_name": "Bo", "phone": "+447911123457"}, headers=h)
+    ).json()["id"]
+    assert (await login(client, admin.email)).status_code == 303
+
+    r = await post_form(
+        client, "/settings/default-servicechain", {"default_servicechain_id": chain_id}, page="/settings"
+    )
+    assert r.status_code in (200, 303), r.text
+    by(await one(sessions, "organization.default_chain_changed", org.id), admin, org.id)
+    page = f"/contacts/{contact_id}"
+    assert (await post_form(client, f"{page}/opt-out", {}, page=page)).status_code in (200, 303)
+    assert (await post_form(client, f"{page}/opt-in", {}, page=page)).status_code in (200, 303)
+    by(await one(sessions, "contact.opted_out", contact_id), admin, org.id)
+    by(await one(sessions, "contact.opted_in", contact_id), admin, org.id)
