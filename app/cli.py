@@ -19,6 +19,7 @@ from app.config import Settings, get_settings
 
 
 def _sessions(settings: Settings) -> Any:
+    import app.audit  # noqa: F401  (the audit listener: what the CLI changes is recorded, by the system)
     from app.db.config import make_sessions  # imported when used: the CLI starts fast
 
     return make_sessions(settings)

@@ -87,6 +87,7 @@ async def rotate_credentials(
 
 
 async def _rotate(settings: Settings, batch_size: int, dry_run: bool) -> RotationReport:
+    import app.audit  # noqa: F401  (the audit listener: saved credentials are recorded, by the system)
     from app.db.config import make_sessions
 
     engine, sessions = make_sessions(settings)

@@ -8,10 +8,11 @@ from __future__ import annotations
 from litestar.di import Provide
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.services import AuditReader, AuditService, InstanceAuditService
 from app.config import Settings
 from app.servicehost.registry import PluginRegistry, load_registry
 from app.servicehost.services import CredentialService, ServiceCatalog
-from app.tenants.deps import org_service, scoped
+from app.tenants.deps import acting_organization, org_service, scoped
 from app.tenants.principal import Principal
 
 
@@ -34,3 +35,13 @@ SERVICE_DEPENDENCIES = {
     "credentials": org_service(CredentialService, what="A service's credentials"),
     "catalog": Provide(provide_catalog, sync_to_thread=False),
 }
+
+
+def provide_audit(db_session: AsyncSession, principal: Principal) -> AuditReader:
+    """The audit log a caller may read: a sysadmin's is the instance's, an org admin's their organization's."""
+    if principal.is_sysadmin:
+        return InstanceAuditService(session=db_session)
+    return scoped(AuditService, db_session, acting_organization(principal, what="The audit log"))
+
+
+AUDIT_DEPENDENCIES = {"audit": Provide(provide_audit, sync_to_thread=False)}

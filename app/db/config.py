@@ -16,6 +16,8 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from litestar.datastructures import State
+from litestar.types import Scope
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -110,6 +112,21 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
     await session.commit()
 
 
+#: ``session.info`` key of the request a session serves: ``(scope["user"], client IP)`` (read by ``app.audit``)
+REQUEST_INFO = "request"
+
+
+class RequestSessionConfig(SQLAlchemyAsyncConfig):
+    """The request's session also carries who asks and from where (``session.info[REQUEST_INFO]``), so
+    what records a change in that session's transaction (the audit log) needs no extra parameters."""
+
+    def provide_session(self, state: State, scope: Scope) -> AsyncSession:
+        session = super().provide_session(state, scope)
+        client = scope.get("client")
+        session.info[REQUEST_INFO] = (scope.get("user"), client[0] if client else None)
+        return session
+
+
 def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     url = settings.database.url
     engine_config = EngineConfig(echo=settings.database.echo)
@@ -120,7 +137,7 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             max_overflow=settings.database.pool_size,
             pool_pre_ping=True,
         )
-    return SQLAlchemyAsyncConfig(
+    return RequestSessionConfig(
         connection_string=url,
         engine_config=engine_config,
         session_config=AsyncSessionConfig(expire_on_commit=False),

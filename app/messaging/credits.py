@@ -12,6 +12,7 @@ from uuid import UUID
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.services import record
 from app.errors import PaymentRequired
 from app.messaging.models import CreditState, Message
 from app.tenants.models import Organization, Plan
@@ -68,4 +69,8 @@ async def add(session: AsyncSession, organization_id: UUID, amount: int) -> None
         .where(Organization.id == organization_id)
         .values(credits=Organization.credits + amount)
         .execution_options(synchronize_session=False)
+    )
+    summary = f"credits (+{amount})"
+    record(
+        session, "organization.credits_added", "organization", organization_id, summary, organization_id=organization_id
     )

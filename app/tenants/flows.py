@@ -10,6 +10,7 @@ from saq import Queue
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.services import Actor, anonymous, record
 from app.errors import FieldErrors
 from app.queues import PASSWORD_RESET_OPTIONS
 from app.tenants.models import AccessToken, ApiClient, Organization, Role, TokenKind, User
@@ -39,14 +40,22 @@ async def login(accounts: AccountService, throttle: LoginThrottle, email: str, p
     if wait is not None:
         raise LoginThrottled(wait)
     user = await accounts.authenticate(email, password)
+    session = accounts.repository.session
     if user is None:
         await throttle.failed(email, ip)
+        # the attempt is kept although the page answers 400 (which rolls the request back); never the password
+        record(session, "auth.login_failed", "user", None, "email", actor=anonymous(email.strip().lower()), ip=ip)
+        await session.commit()
         raise LoginRefused("Wrong email or password.")
     await throttle.succeeded(email)
+    actor = Actor("user", user.id, user.name, user.organization_id)
     if user.role != Role.SYSADMIN:
-        org = await accounts.repository.session.get(Organization, user.organization_id)
+        org = await session.get(Organization, user.organization_id)
         if org is None or org.suspended:
+            record(session, "auth.login_failed", "user", user.id, "organization suspended", actor=actor, ip=ip)
+            await session.commit()
             raise OrganizationSuspended("Your organization is suspended. Contact your administrator.")
+    record(session, "auth.login", "user", user.id, actor=actor, ip=ip)
     return user
 
 

@@ -21,6 +21,7 @@ from authlib.oauth2.rfc6749.util import scope_to_list
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.audit.services import Actor, anonymous, record
 from app.tenants.models import ApiClient, Organization
 from app.tenants.principal import ALL_SCOPES
 from app.tenants.security import new_secret, secret_matches
@@ -198,4 +199,13 @@ async def issue_token(
     if status == 200 and server.issued is not None and row is not None:
         scopes = scope_to_list(server.issued["scope"]) or []
         await TokenService(session=session).issue_for_client(row, server.issued["access_token"], scopes, expires_in)
+        actor = Actor("client", row.id, row.name, row.organization_id)
+        record(session, "auth.client_login", "api_client", row.id, "scope", actor=actor)
+    elif status == 401:  # a wrong client id or secret: kept although the answer rolls the request back
+        org_id, target = (row.organization_id, row.id) if row else (None, None)
+        failed = anonymous(claimed or "")
+        record(
+            session, "auth.client_login_failed", "api_client", target, "client_id", actor=failed, organization_id=org_id
+        )
+        await session.commit()
     return status, body, out_headers

@@ -10,6 +10,7 @@ from litestar.plugins.htmx import HTMXRequest
 
 from app.web.account import PasswordController, SessionController
 from app.web.admin import OrganizationPages
+from app.web.audit import AuditPages
 from app.web.auth import WebSessionAuthMiddleware
 from app.web.categories import CategoryPages
 from app.web.chains import ChainPages
@@ -40,6 +41,7 @@ WEB_CONTROLLERS: list[type] = [
     MessagePages,
     SettingsPages,
     WebhookPages,
+    AuditPages,
 ]
 
 

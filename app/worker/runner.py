@@ -9,6 +9,7 @@ from typing import Any
 from saq import CronJob, Worker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+import app.audit  # noqa: F401  (the audit listener: what jobs change is recorded, by the system)
 from app.config import Settings
 from app.db.config import make_sqlalchemy_config
 from app.logging import get_logger
