@@ -19,13 +19,14 @@ from app.api.errors import api_exception_handler
 from app.api.messaging import ConversationController, MessageController, ServicechainController
 from app.api.organization import OwnOrganizationController
 from app.api.services import ServiceController
+from app.api.stats import StatsController
 from app.tenants.auth import BearerAuthMiddleware
 
 API_CONTROLLERS = [MeController, OrganizationController, OwnOrganizationController]
 API_CONTROLLERS += [UserController, ApiClientController, TokenController]
 API_CONTROLLERS += [ContactController, CategoryController]
 API_CONTROLLERS += [ServicechainController, MessageController, ConversationController]
-API_CONTROLLERS += [ServiceController]
+API_CONTROLLERS += [ServiceController, StatsController]
 
 
 def make_api_router() -> Router:

@@ -1,0 +1,37 @@
+"""indexes of the dashboard, /api/v1/stats and the live pages
+
+Revision ID: 0008_stats_indexes
+Revises: 0004_inbound_and_receipts
+Create Date: 2026-12-01 13:20:00.000000
+
+The statistics count one organization's messages over a window of days (created_at, sent_at) and
+its attempts over the last days (started_at); a live page asks for the latest change (updated_at).
+Each is a range on (organization_id, <time>), so each gets that composite index.
+"""
+
+from alembic import op
+
+__all__ = ("downgrade", "upgrade")
+
+# revision identifiers, used by Alembic.
+revision = "0008_stats_indexes"
+down_revision = "0004_inbound_and_receipts"
+branch_labels = None
+depends_on = None
+
+INDEXES = (
+    ("ix_message_org_created", "message", ["organization_id", "created_at"]),
+    ("ix_message_org_updated", "message", ["organization_id", "updated_at"]),
+    ("ix_message_org_sent", "message", ["organization_id", "sent_at"]),
+    ("ix_message_attempt_org_started", "message_attempt", ["organization_id", "started_at"]),
+)
+
+
+def upgrade() -> None:
+    for name, table, columns in INDEXES:
+        op.create_index(name, table, columns)
+
+
+def downgrade() -> None:
+    for name, table, _ in reversed(INDEXES):
+        op.drop_index(name, table_name=table)
