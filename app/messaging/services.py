@@ -261,14 +261,11 @@ class MessageService(OrgScopedService[Message]):
             filters.append(Message.created_at >= since)
         return filters
 
-    async def version(self, *filters: Any) -> tuple[int, datetime | None]:
-        """How many of the organization's messages match ``filters`` and when the latest of them changed:
-        what a live page's ETag is made of (one aggregate on ``(organization_id, updated_at)``)."""
-        statement = select(func.count(), func.max(Message.updated_at)).where(
-            Message.organization_id == self.organization_id, *filters
-        )
-        count, latest = (await self.session.execute(statement)).one()
-        return int(count), latest
+    async def latest_change(self) -> datetime | None:
+        """When any of the organization's messages last changed (or arrived): what a live page's ETag is
+        made of. One backward step on the ``(organization_id, updated_at)`` index, whatever the volume."""
+        statement = select(func.max(Message.updated_at)).where(Message.organization_id == self.organization_id)
+        return (await self.session.execute(statement)).scalar_one()
 
     async def message_version(self, message_id: UUID) -> tuple[int, datetime | None]:
         """The attempts of one message and the latest change of any of them (the detail page's ETag)."""

@@ -91,7 +91,8 @@ class MessagePages(Controller):
 
         params = {"state": state, "direction": direction}
         filters = messages.search_filters(state=state, direction=direction)
-        etag = etag_of("log", messages.organization_id, state, direction, page_number, await messages.version(*filters))
+        version = await messages.latest_change()  # any change of the organization's messages: a new table
+        etag = etag_of("log", messages.organization_id, state, direction, page_number, version)
         if (unchanged := not_modified(request, etag, LIST.target)) is not None:
             return unchanged
         poll_url = f"{LIST_URL}?" + urlencode({k: v for k, v in {**params, "page": page_number}.items() if v})

@@ -3,9 +3,9 @@
 
 The fragment renders its own ETag into ``data-etag``; ``static/js/app.js`` sends it back as
 ``If-None-Match`` on the next poll and keeps the fragment as it is on a 304. The ETag comes from a cheap
-query (a count and the latest ``updated_at`` of the rows the fragment shows) plus whatever else the
-fragment depends on (the URL with its filters, the viewer, the day), so a 304 costs one indexed
-aggregate instead of the page's queries and its rendering.
+query (the latest ``updated_at`` of the organization's messages, one step on an index) plus whatever else
+the fragment depends on (its filters and page, the organization, the day), so a 304 costs one indexed
+lookup instead of the page's queries and its rendering.
 """
 
 from __future__ import annotations
