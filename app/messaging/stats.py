@@ -62,7 +62,8 @@ CHART_STATES = (
 
 
 class day_of(FunctionElement[str]):
-    """``YYYY-MM-DD`` of a UTC timestamp column, written in each dialect's own words."""
+    """The UTC day of a timestamp column, in each dialect's own words (read it with :func:`day_key`):
+    ``date_trunc`` on PostgreSQL (cheaper than formatting every row), the ISO text's date on SQLite."""
 
     type = String()
     inherit_cache = True
@@ -71,13 +72,18 @@ class day_of(FunctionElement[str]):
 @compiles(day_of, "postgresql")
 def _day_pg(element: day_of, compiler: SQLCompiler, **kw: Any) -> str:
     (column,) = list(element.clauses)
-    return f"to_char(({compiler.process(column, **kw)}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    return f"date_trunc('day', ({compiler.process(column, **kw)}) AT TIME ZONE 'UTC')"
 
 
 @compiles(day_of)
 def _day_default(element: day_of, compiler: SQLCompiler, **kw: Any) -> str:
     (column,) = list(element.clauses)  # SQLite keeps UTC timestamps as ISO text
     return f"substr({compiler.process(column, **kw)}, 1, 10)"
+
+
+def day_key(value: Any) -> str:
+    """``YYYY-MM-DD`` of what :class:`day_of` gave (a timestamp on PostgreSQL, text on SQLite)."""
+    return value.date().isoformat() if isinstance(value, datetime) else str(value)[:10]
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,7 @@ class Stats:
         )
         out: dict[str, dict[str, int]] = {d: {} for d in window.days()}
         for when, state, count in await self._rows(statement):
-            out.setdefault(when, {})[str(state)] = int(count)
+            out.setdefault(day_key(when), {})[str(state)] = int(count)
         return out
 
     async def services(self, window: Window) -> list[ServiceFigures]:
@@ -315,7 +321,7 @@ class Stats:
         )
         per_day = {d: 0 for d in window.days()}
         for when, n in await self._rows(spent):
-            per_day[when] = int(n)
+            per_day[day_key(when)] = int(n)
         return Credits(left=int(credits or 0) - int(reserved or 0), reserved=int(reserved or 0), spent_per_day=per_day)
 
     async def latest_replies(self, limit: int = LATEST_REPLIES) -> list[Reply]:
