@@ -73,7 +73,7 @@ class Message(Base):
             "ix_message_org_created",
             "organization_id",
             "created_at",
-            postgresql_include=["state", "direction", "service", "servicechain_id"],
+            postgresql_include=["id", "state", "direction", "service", "servicechain_id"],
         ),
         Index("ix_message_org_updated", "organization_id", "updated_at"),
         Index("ix_message_org_sent", "organization_id", "sent_at", postgresql_include=["credit"]),

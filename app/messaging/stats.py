@@ -279,7 +279,17 @@ class Stats:
         statement = self._own(
             select(Servicechain.id, Servicechain.name, func.count(), func.sum(failed_first))
             .select_from(Message)
-            .join(Attempt, and_(Attempt.message_id == Message.id, Attempt.seq == 0))
+            .join(
+                Attempt,
+                and_(
+                    Attempt.message_id == Message.id,
+                    Attempt.seq == 0,
+                    # the same rows, said so the index (organization_id, started_at) narrows the attempts:
+                    # a first attempt starts after its message was created, so inside the window's start
+                    Attempt.organization_id == Message.organization_id,
+                    Attempt.started_at >= window.since,
+                ),
+            )
             .join(Servicechain, Servicechain.id == Message.servicechain_id)
             .where(
                 Message.created_at >= window.since,

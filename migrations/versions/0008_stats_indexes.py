@@ -27,7 +27,7 @@ INDEXES: tuple[tuple[str, str, list[str], list[str]], ...] = (
         "ix_message_org_created",
         "message",
         ["organization_id", "created_at"],
-        ["state", "direction", "service", "servicechain_id"],
+        ["id", "state", "direction", "service", "servicechain_id"],
     ),
     ("ix_message_org_updated", "message", ["organization_id", "updated_at"], []),
     ("ix_message_org_sent", "message", ["organization_id", "sent_at"], ["credit"]),
