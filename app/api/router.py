@@ -20,6 +20,7 @@ from app.api.errors import api_exception_handler
 from app.api.messaging import ConversationController, MessageController, ServicechainController
 from app.api.organization import OwnOrganizationController
 from app.api.services import ServiceController
+from app.api.stats import StatsController
 from app.api.webhooks import WebhookController
 from app.tenants.auth import BearerAuthMiddleware
 
@@ -27,7 +28,7 @@ API_CONTROLLERS = [MeController, OrganizationController, OwnOrganizationControll
 API_CONTROLLERS += [UserController, ApiClientController, TokenController]
 API_CONTROLLERS += [ContactController, CategoryController]
 API_CONTROLLERS += [ServicechainController, MessageController, ConversationController]
-API_CONTROLLERS += [ServiceController, AuditController]
+API_CONTROLLERS += [ServiceController, AuditController, StatsController]
 API_CONTROLLERS += [WebhookController]
 
 

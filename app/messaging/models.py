@@ -67,6 +67,16 @@ class Message(Base):
         Index("ix_message_org_state", "organization_id", "state"),
         Index("ix_message_org_contact", "organization_id", "contact_id"),
         Index("ix_message_provider_id", "provider_message_id"),
+        # the dashboard and /stats (app/messaging/stats.py): a window of days per organization, counted from
+        # the index alone on PostgreSQL (INCLUDE); live pages: the latest change (migration 0008)
+        Index(
+            "ix_message_org_created",
+            "organization_id",
+            "created_at",
+            postgresql_include=["id", "state", "direction", "service", "servicechain_id"],
+        ),
+        Index("ix_message_org_updated", "organization_id", "updated_at"),
+        Index("ix_message_org_sent", "organization_id", "sent_at", postgresql_include=["credit"]),
         # a provider's retry of an inbound message is stored once
         Index(
             "uq_message_incoming_provider_id",
@@ -108,6 +118,13 @@ class Attempt(Base):
         UniqueConstraint("message_id", "seq"),
         # receipts find the attempt by the provider's id
         Index("ix_message_attempt_provider_id", "organization_id", "service", "provider_message_id"),
+        # the dashboard and /stats: attempts per service over the last days
+        Index(
+            "ix_message_attempt_org_started",
+            "organization_id",
+            "started_at",
+            postgresql_include=["service", "outcome", "seq", "message_id"],
+        ),
     )
 
     organization_id: Mapped[UUID] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"), index=True)

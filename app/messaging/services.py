@@ -10,7 +10,7 @@ from uuid import UUID
 
 import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
-from sqlalchemy import exists, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
@@ -260,6 +260,20 @@ class MessageService(OrgScopedService[Message]):
         if since:
             filters.append(Message.created_at >= since)
         return filters
+
+    async def latest_change(self) -> datetime | None:
+        """When any of the organization's messages last changed (or arrived): what a live page's ETag is
+        made of. One backward step on the ``(organization_id, updated_at)`` index, whatever the volume."""
+        statement = select(func.max(Message.updated_at)).where(Message.organization_id == self.organization_id)
+        return (await self.session.execute(statement)).scalar_one()
+
+    async def message_version(self, message_id: UUID) -> tuple[int, datetime | None]:
+        """The attempts of one message and the latest change of any of them (the detail page's ETag)."""
+        statement = select(func.count(), func.max(Attempt.updated_at)).where(
+            Attempt.organization_id == self.organization_id, Attempt.message_id == message_id
+        )
+        count, latest = (await self.session.execute(statement)).one()
+        return int(count), latest
 
     async def search(
         self,

@@ -31,7 +31,18 @@ from app.web.auth import (
     provide_throttle,
     start_session,
 )
-from app.web.common import FormErrors, done, page, read_form, safe_local_path, secret_text, see_other, text
+from app.web.common import (
+    FormErrors,
+    done,
+    page,
+    read_form,
+    safe_local_path,
+    secret_text,
+    see_other,
+    text,
+    wants_fragment,
+)
+from app.web.dashboard import STATS_TARGET, dashboard_stats
 
 NEUTRAL_RESET_ANSWER = "If an account exists for that address, a link to reset its password is on its way."
 
@@ -121,9 +132,19 @@ class SessionController(Controller):
         return await _signed_out(request, db_session, f"You are signed out everywhere ({count} {noun} ended).")
 
     @get("/", name="dashboard", guards=[requires_principal])
-    async def dashboard(self, principal: Principal, db_session: AsyncSession) -> Template:
+    async def dashboard(self, request: HTMXRequest, principal: Principal, db_session: AsyncSession) -> Response[Any]:
+        """The counts, and (with ``messages:read``) the messaging figures of :mod:`app.messaging.stats`,
+        whose block (``#dashboard-stats``) updates itself, answered 304 while nothing changed."""
+        stats: dict[str, Any] = {}
+        if principal.has_scope("messages:read"):
+            found = await dashboard_stats(request, db_session, principal)
+            if isinstance(found, Response):
+                return found
+            if wants_fragment(request, STATS_TARGET):
+                return page("partials/_dashboard_stats.html", found)
+            stats = found
         org, counts = await flows.home_counts(db_session, principal)
-        return page("dashboard.html", {"org": org, "counts": counts})
+        return page("dashboard.html", {"org": org, "counts": counts, **stats})
 
 
 async def _signed_out(request: HTMXRequest, db_session: AsyncSession, message: str) -> Response[Any]:

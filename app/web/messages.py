@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID, uuid4
 
 from advanced_alchemy.filters import LimitOffset
@@ -26,11 +27,14 @@ from app.messaging.templating import MAX_CONTENT
 from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
 from app.web.common import BY_NAME, FormErrors, ListView, page, parse_uuid, read_form, see_other, text, wants_fragment
+from app.web.common.live import etag_of, not_modified
 
 LIST_URL = "/messages"
 READ = requires_scope("messages:read")
 SEND = requires_scope("messages:send")
 CONTACT_CHOICES = 100
+#: seconds between two looks of the message log at itself (it answers 304 while nothing changed)
+LOG_POLL_SECONDS = 3
 DIRECTIONS = {"outgoing": "Outgoing", "incoming": "Incoming"}
 
 
@@ -86,16 +90,23 @@ class MessagePages(Controller):
             return {"contacts": {c.id: c for c in found}}
 
         params = {"state": state, "direction": direction}
+        filters = messages.search_filters(state=state, direction=direction)
+        version = await messages.latest_change()  # any change of the organization's messages: a new table
+        etag = etag_of("log", messages.organization_id, state, direction, page_number, version)
+        if (unchanged := not_modified(request, etag, LIST.target)) is not None:
+            return unchanged
+        poll_url = f"{LIST_URL}?" + urlencode({k: v for k, v in {**params, "page": page_number}.items() if v})
         return await LIST.render(
             request,
             messages,
             page_number,
-            *messages.search_filters(state=state, direction=direction),
+            *filters,
             params=params,
             more=contacts,
             directions=DIRECTIONS,
             state=state,
             direction=direction,
+            log_live={"etag": etag, "url": poll_url, "seconds": LOG_POLL_SECONDS},
         )
 
     # ------------------------------------------------------------ compose
@@ -249,8 +260,12 @@ class MessagePages(Controller):
     @get("/{message_id:uuid}", name="message", guards=[READ])
     async def message_detail(self, request: HTMXRequest, message_id: UUID, messages: MessageService) -> Response[Any]:
         message = await messages.get(message_id)
+        etag = etag_of("message", message.id, message.updated_at, await messages.message_version(message.id))
+        if (unchanged := not_modified(request, etag, "message-status")) is not None:
+            return unchanged
         attempts = await messages.attempts_of(message.id)
         context: dict[str, Any] = {
+            "etag": etag,
             "message": message,
             "attempts": attempts,
             "live": message.state in IN_FLIGHT,

@@ -1,0 +1,207 @@
+"""Stats benchmark: the dashboard's figures (``GET /api/v1/stats``, 30 days) over 1,000,000 messages on PostgreSQL.
+
+    uv run python bench/stats.py [-n 1000000] [--days 60] [--runs 5] [--database-url URL] [--reuse]
+
+Creates a fresh database (``voluble_bench_stats`` on the server of ``--database-url``, dropped first),
+the schema from the models (with the indexes of migration 0008), one ``PAY_IN_ADVANCE`` organization
+with ``-n`` messages spread over the last ``--days`` days in every state, one attempt each (a fifth of
+them a second one, the fallback), written with ``COPY``; ``VACUUM ANALYZE``; then times
+:meth:`app.messaging.stats.Stats.figures` for the last 30 days, ``--runs`` times, and prints the best and
+the median, and the plans of the two biggest queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DB_NAME = "voluble_bench_stats"
+STATES = ["MSG_SENT", "MSG_DELIVERED_SERVICE", "MSG_DELIVERED_USER", "MSG_READ", "MSG_FAILED", "MSG_RECEIVED"]
+
+
+async def prepare(server_url: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(server_url)
+    await conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME}")
+    await conn.execute(f"CREATE DATABASE {DB_NAME}")
+    await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{DB_NAME}"
+
+
+async def load(dsn: str, n: int, days: int) -> uuid.UUID:
+    import asyncpg
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    import app.models  # noqa: F401  (every table)
+    from app.db.base import metadata
+
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    await engine.dispose()
+
+    conn = await asyncpg.connect(dsn)
+    now = datetime.now(UTC)
+    org, contact, chain = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO organization (id, name, plan, credits, credits_reserved, suspended, created_at, updated_at)"
+        " VALUES ($1, 'Bench', 'PAY_IN_ADVANCE', 1000000, 10, false, $2, $2)",
+        org,
+        now,
+    )
+    await conn.execute(
+        "INSERT INTO contact (id, organization_id, first_name, opted_out, is_unknown, created_at, updated_at)"
+        " VALUES ($1, $2, 'Ann', false, false, $3, $3)",
+        contact,
+        org,
+        now,
+    )
+    await conn.execute(
+        "INSERT INTO servicechain (id, organization_id, name, description, services, created_at, updated_at)"
+        " VALUES ($1, $2, 'Fast', '', '[\"sms_a\", \"sms_b\"]', $3, $3)",
+        chain,
+        org,
+        now,
+    )
+    rng = random.Random(1)
+    span = days * 86400
+    batch = 100_000
+    route = json.dumps(["sms_a", "sms_b"])
+    for start in range(0, n, batch):
+        messages, attempts = [], []
+        for _ in range(min(batch, n - start)):
+            mid = uuid.uuid4()
+            created = now - timedelta(seconds=rng.randrange(span))
+            state = rng.choice(STATES)
+            incoming = state == "MSG_RECEIVED"
+            fell_back = not incoming and rng.random() < 0.2
+            service = "tg" if incoming else ("sms_b" if fell_back else "sms_a")
+            charged = state not in ("MSG_FAILED", "MSG_RECEIVED")
+            messages.append(
+                (
+                    mid,
+                    org,
+                    contact,
+                    None if incoming else chain,
+                    "incoming" if incoming else "outgoing",
+                    state,
+                    service,
+                    "[]" if incoming else route,
+                    "hello",
+                    created + timedelta(seconds=1) if charged else None,
+                    "charged" if charged else ("none" if incoming else "released"),
+                    created,
+                    created,
+                )
+            )
+            if not incoming:
+                first = "failed" if fell_back else ("failed" if state == "MSG_FAILED" else "sent")
+                attempts.append((uuid.uuid4(), org, mid, 0, "sms_a", first, created, created, created))
+                if fell_back:
+                    attempts.append((uuid.uuid4(), org, mid, 1, "sms_b", "sent", created, created, created))
+        await conn.copy_records_to_table(
+            "message",
+            records=messages,
+            columns=[
+                "id", "organization_id", "contact_id", "servicechain_id", "direction", "state", "service", "route",
+                "content", "sent_at", "credit", "created_at", "updated_at",
+            ],
+        )  # fmt: skip
+        await conn.copy_records_to_table(
+            "message_attempt",
+            records=attempts,
+            columns=[
+                "id", "organization_id", "message_id", "seq", "service", "outcome", "started_at", "created_at",
+                "updated_at",
+            ],
+        )  # fmt: skip
+        print(f"  {start + len(messages):>9,} messages", flush=True)
+    await conn.execute("VACUUM ANALYZE")  # as autovacuum would: the visibility map lets counts read the index alone
+    await conn.close()
+    return org
+
+
+async def measure(dsn: str, org: uuid.UUID, runs: int) -> list[float]:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from app.messaging.stats import Stats, Window
+
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    times = []
+    async with AsyncSession(engine) as session:
+        for _ in range(runs + 1):  # the first run warms the caches and is not counted
+            started = time.perf_counter()
+            figures = await Stats(session=session, organization_id=org).figures(Window.parse())
+            times.append((time.perf_counter() - started) * 1000)
+        print(f"  30 days: {figures.total:,} messages counted, {len(figures.services)} services")
+    await engine.dispose()
+    return times[1:]
+
+
+async def explain(dsn: str, org: uuid.UUID) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    since = datetime.now(UTC) - timedelta(days=30)
+    for title, sql in (
+        (
+            "per day",
+            "SELECT date_trunc('day', created_at AT TIME ZONE 'UTC') d, state, count(*) FROM message"
+            " WHERE organization_id = $1 AND created_at >= $2 GROUP BY 1, 2",
+        ),
+        (
+            "attempts per service",
+            "SELECT service, outcome, count(*) FROM message_attempt WHERE organization_id = $1 AND started_at >= $2"
+            " GROUP BY 1, 2",
+        ),
+    ):
+        plan = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS OFF) {sql}", org, since)
+        print(f"\n-- {title}")
+        for row in plan:
+            print("  " + row[0])
+    await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--reuse", action="store_true", help=f"measure the {DB_NAME} of an earlier run again")
+    args = parser.parse_args()
+    server = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    if args.reuse:
+        import asyncpg
+
+        dsn = server.rsplit("/", 1)[0] + f"/{DB_NAME}"
+        conn = await asyncpg.connect(dsn)
+        org = await conn.fetchval("SELECT id FROM organization LIMIT 1")
+        args.n = await conn.fetchval("SELECT count(*) FROM message")
+        await conn.close()
+    else:
+        dsn = await prepare(server)
+        print(f"loading {args.n:,} messages over {args.days} days into {DB_NAME} ...")
+        started = time.perf_counter()
+        org = await load(dsn, args.n, args.days)
+        print(f"  loaded in {time.perf_counter() - started:.0f} s")
+    times = await measure(dsn, org, args.runs)
+    await explain(dsn, org)
+    best, median = min(times), statistics.median(times)
+    print(f"\nstats for 30 days over {args.n:,} messages: best {best:.0f} ms, median {median:.0f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
