@@ -32,7 +32,12 @@ CHAT = 4242
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     s = fast_settings(settings)
-    return dataclasses.replace(s, server=dataclasses.replace(s.server, public_url=PUBLIC))
+    # provider calls get 10 s (fast_settings' 3 s is for local plugins; a loaded CI machine needs more)
+    return dataclasses.replace(
+        s,
+        server=dataclasses.replace(s.server, public_url=PUBLIC),
+        worker=dataclasses.replace(s.worker, send_timeout=10.0),
+    )
 
 
 @pytest.fixture
