@@ -13,6 +13,7 @@ from app.api.accounts import (
     TokenController,
     UserController,
 )
+from app.api.blasts import BlastController
 from app.api.contacts import CategoryController, ContactController
 from app.api.deps import provide_limit_offset, provide_principal
 from app.api.errors import api_exception_handler
@@ -26,6 +27,7 @@ API_CONTROLLERS += [UserController, ApiClientController, TokenController]
 API_CONTROLLERS += [ContactController, CategoryController]
 API_CONTROLLERS += [ServicechainController, MessageController, ConversationController]
 API_CONTROLLERS += [ServiceController]
+API_CONTROLLERS += [BlastController]
 
 
 def make_api_router() -> Router:

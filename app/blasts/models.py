@@ -38,7 +38,13 @@ class Blast(Base):
     #: the chain's services, copied when the blast is accepted (as for a message)
     route: Mapped[list[str]] = mapped_column(JsonB, default=list)
     state: Mapped[BlastState] = mapped_column(
-        Enum(BlastState, native_enum=False, length=16, validate_strings=True, values_callable=lambda e: [m.value for m in e]),
+        Enum(
+            BlastState,
+            native_enum=False,
+            length=16,
+            validate_strings=True,
+            values_callable=lambda e: [m.value for m in e],
+        ),
         default=BlastState.FANNING_OUT,
         index=True,
     )

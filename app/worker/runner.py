@@ -9,6 +9,7 @@ from typing import Any
 from saq import CronJob, Worker
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from app.blasts import jobs as blast_jobs
 from app.config import Settings
 from app.db.config import make_sqlalchemy_config
 from app.logging import get_logger
@@ -68,10 +69,11 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     return [
         QueueWorker(
             queues[DEFAULT_QUEUE],
-            functions=[*SYSTEM_FUNCTIONS, messaging_jobs.sweep, recheck_plugins],
+            functions=[*SYSTEM_FUNCTIONS, messaging_jobs.sweep, recheck_plugins, *blast_jobs.FUNCTIONS],
             cron_jobs=[
                 CronJob(messaging_jobs.sweep, cron=f"* * * * * */{every}", timeout=300, retries=1),
                 CronJob(recheck_plugins, cron="*/5 * * * *", timeout=120, retries=1),
+                CronJob(blast_jobs.blast_tick, cron=f"* * * * * */{every}", timeout=120, retries=1),
             ],
             concurrency=concurrency,
             **common,
