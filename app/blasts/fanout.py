@@ -10,11 +10,13 @@ messages and other blasts get their turn, and a cancel still finds most of the a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from uuid import UUID, uuid4
 
 import anyio
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
@@ -22,15 +24,18 @@ from app.blasts.models import Blast, BlastState, blast_recipient
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.db.config import write_transaction
+from app.logging import get_logger
 from app.messaging import credits, state, templating
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import CreditState, Direction, Message, MessageState
 from app.messaging.services import MessageRepository
 
-#: messages created per step (one transaction)
-BATCH = 500
+log = get_logger(__name__)
+
+#: messages created per step (one transaction); a step creates more only once fewer wait to be handed on
+BATCH = 100
 #: messages of one blast pending or sending at once
-WINDOW = 1000
+WINDOW = 500
 
 Sessions = Callable[[], AsyncSession]
 
@@ -158,20 +163,68 @@ async def finish_if_done(session: AsyncSession, blast_id: UUID) -> bool:
         return True
 
 
-async def step(sessions: Sessions, coordinator: Coordinator, blast_id: UUID, generation: int) -> tuple[bool, bool]:
-    """One step of the fan-out: (whether another step should follow, whether this one created messages)."""
-    created: list[UUID] = []
+async def take_pending(session: AsyncSession, blast_id: UUID, stale_after: float) -> list[UUID]:
+    """The blast's messages not yet handed to the coordinator that this step will hand on, oldest first.
+
+    Taking one renews its ``updated_at``: the sweep's recovery of lost PENDING messages leaves it alone
+    while a live step works on it (a step lasts a third of ``stale_after``). A message left longer
+    than three times that by a step that died, and not recovered by the sweep meanwhile, is taken too.
+    """
+    now = utcnow()
+    ids = list(
+        await session.scalars(
+            select(Message.id)
+            .where(Message.blast_id == blast_id, Message.state == MessageState.PENDING)
+            .order_by(Message.created_at)
+            .limit(BATCH)
+        )
+    )
+    if not ids:
+        return []
+    result = await session.execute(
+        update(Message)
+        .where(
+            Message.id.in_(ids),
+            Message.state == MessageState.PENDING,
+            # fresh ones are this chain's own; stale ones are the sweep's, unless it is lost too
+            or_(
+                Message.updated_at >= now - timedelta(seconds=stale_after),
+                Message.updated_at < now - timedelta(seconds=3 * stale_after),
+            ),
+        )
+        .values(updated_at=now)
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
+async def step(
+    sessions: Sessions, coordinator: Coordinator, blast_id: UUID, generation: int, stale_after: float
+) -> tuple[bool, bool]:
+    """One step of the fan-out, lasting about a third of ``stale_after`` (its claim keeps the blast
+    fresh for ``blast_tick``): (whether another step should follow, whether it should follow at once)."""
     async with sessions() as session, write_transaction(session):
         blast = await claim(session, blast_id, generation)
         if blast is None:
             return False, False
-        if blast.state == BlastState.FANNING_OUT:
+        waiting = await take_pending(session, blast_id, stale_after)
+        if blast.state == BlastState.FANNING_OUT and len(waiting) < BATCH:
             room = WINDOW - await in_flight(session, blast_id)
             if room > 0:
-                created = await create_batch(session, blast, min(BATCH, room))
-    for message_id in created:  # a cancel meanwhile has failed them: dispatch leaves them be
-        async with sessions() as session:
-            await coordinator.dispatch(session, message_id)
+                await create_batch(session, blast, min(BATCH, room))
+                waiting = await take_pending(session, blast_id, stale_after)
+    deadline = time.monotonic() + stale_after / 3
+    handed = 0
+    for message_id in waiting:  # a cancel meanwhile has failed them: dispatch leaves them be
+        if time.monotonic() > deadline:
+            break
+        try:  # dispatch reads, then writes: on SQLite it must hold the write lock from the start
+            async with sessions() as session, write_transaction(session):
+                await coordinator.dispatch(session, message_id)
+            handed += 1
+        except Exception as exc:  # left PENDING: the next step hands it on
+            log.warning("blast message not dispatched", message_id=str(message_id), error=repr(exc)[:300])
     async with sessions() as session:
         ended = await finish_if_done(session, blast_id)
-    return not ended, bool(created)
+    return not ended, handed > 0

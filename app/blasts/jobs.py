@@ -44,7 +44,8 @@ async def enqueue_step(queue: Queue, blast_id: UUID | str, generation: int, dela
 
 
 async def blast_step(ctx: dict[str, Any], *, blast_id: str, generation: int) -> None:
-    go_on, busy = await fanout.step(ctx["sessions"], ctx["coordinator"], UUID(blast_id), generation)
+    stale_after = float(ctx["settings"].worker.stale_seconds)
+    go_on, busy = await fanout.step(ctx["sessions"], ctx["coordinator"], UUID(blast_id), generation, stale_after)
     if go_on:
         await enqueue_step(ctx["queues"][DEFAULT_QUEUE], blast_id, generation + 1, 0.0 if busy else IDLE_DELAY)
 

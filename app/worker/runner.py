@@ -73,7 +73,7 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
             cron_jobs=[
                 CronJob(messaging_jobs.sweep, cron=f"* * * * * */{every}", timeout=300, retries=1),
                 CronJob(recheck_plugins, cron="*/5 * * * *", timeout=120, retries=1),
-                CronJob(blast_jobs.blast_tick, cron=f"* * * * * */{every}", timeout=120, retries=1),
+                CronJob(blast_jobs.blast_tick, cron=f"* * * * * */{every}", unique=False, timeout=60, retries=1),
             ],
             concurrency=concurrency,
             **common,
