@@ -62,9 +62,7 @@ async def move(session: AsyncSession, message_id: UUID, new: MessageState, **val
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def move_many(
-    session: AsyncSession, message_ids: Sequence[UUID], new: MessageState, **values: Any
-) -> list[UUID]:
+async def move_many(session: AsyncSession, message_ids: Sequence[UUID], new: MessageState, **values: Any) -> list[UUID]:
     """:func:`move` for many messages in one conditional UPDATE; the ids of those that moved."""
     allowed = predecessors(new)
     if not allowed or not message_ids:
