@@ -177,7 +177,10 @@ class BlastService(OrgScopedService[Blast]):
         await self.session.execute(
             insert(blast_recipient).from_select(
                 ["blast_id", "contact_id"],
-                select(literal(blast.id, GUID), Contact.id).where(members, Contact.opted_out.is_(False)),
+                # in key order: the primary key's index is appended to, not split at random
+                select(literal(blast.id, GUID), Contact.id)
+                .where(members, Contact.opted_out.is_(False))
+                .order_by(Contact.id),
             )
         )
         return blast
