@@ -14,6 +14,7 @@ from app.api.accounts import (
     UserController,
 )
 from app.api.audit import AuditController
+from app.api.blasts import BlastController
 from app.api.contacts import CategoryController, ContactController
 from app.api.deps import provide_limit_offset, provide_principal
 from app.api.errors import api_exception_handler
@@ -29,7 +30,7 @@ API_CONTROLLERS += [UserController, ApiClientController, TokenController]
 API_CONTROLLERS += [ContactController, CategoryController]
 API_CONTROLLERS += [ServicechainController, MessageController, ConversationController]
 API_CONTROLLERS += [ServiceController, AuditController, StatsController]
-API_CONTROLLERS += [WebhookController]
+API_CONTROLLERS += [WebhookController, BlastController]
 
 
 def make_api_router() -> Router:

@@ -114,6 +114,9 @@ WATCHED: dict[str, Watched] = {
         create_verb=_saved,
     ),
     "servicechain": Watched("servicechain"),
+    # created here; the fan-out moves its state with Core statements (not an actor's change); a cancel
+    # is recorded by BlastService.cancel
+    "blast": Watched("blast", only=frozenset({"name"})),
     "webhook_endpoint": Watched(
         "webhook",
         rename={"secret_encrypted": "secret", "previous_secret_encrypted": "previous_secret"},

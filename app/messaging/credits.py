@@ -7,6 +7,7 @@ Every change is one conditional UPDATE, safe under concurrent web processes and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 from sqlalchemy import or_, update
@@ -61,6 +62,37 @@ async def release(session: AsyncSession, message_id: UUID, organization_id: UUID
             .values(credits_reserved=Organization.credits_reserved - 1)
             .execution_options(synchronize_session=False)
         )
+
+
+async def unreserve(session: AsyncSession, organization_id: UUID, count: int) -> None:
+    """Give back ``count`` reserved credits that no message holds (a blast's unused reservation)."""
+    if count:
+        await session.execute(
+            update(Organization)
+            .where(Organization.id == organization_id)
+            .values(credits_reserved=Organization.credits_reserved - count)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def release_many(session: AsyncSession, organization_id: UUID, message_ids: Sequence[UUID]) -> int:
+    """:func:`release` for many messages: one UPDATE of the messages, one of the organization's row."""
+    if not message_ids:
+        return 0
+    result = await session.execute(
+        update(Message)
+        .where(
+            Message.id.in_(list(message_ids)),
+            Message.organization_id == organization_id,
+            Message.credit == CreditState.RESERVED,
+        )
+        .values(credit=CreditState.RELEASED)
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    )
+    released = len(result.scalars().all())
+    await unreserve(session, organization_id, released)
+    return released
 
 
 async def add(session: AsyncSession, organization_id: UUID, amount: int) -> None:

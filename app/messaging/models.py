@@ -77,6 +77,10 @@ class Message(Base):
         ),
         Index("ix_message_org_updated", "organization_id", "updated_at"),
         Index("ix_message_org_sent", "organization_id", "sent_at", postgresql_include=["credit"]),
+        # a blast's progress and completion count its messages per state
+        Index("ix_message_blast_state", "blast_id", "state"),
+        # a blast gives each of its contacts one message, however often its fan-out is retried
+        Index("uq_message_blast_contact", "blast_id", "contact_id", unique=True),
         # a provider's retry of an inbound message is stored once
         Index(
             "uq_message_incoming_provider_id",
@@ -94,7 +98,7 @@ class Message(Base):
     servicechain_id: Mapped[UUID | None] = mapped_column(
         ForeignKey("servicechain.id", ondelete="SET NULL"), default=None
     )
-    blast_id: Mapped[UUID | None] = mapped_column(default=None, index=True)
+    blast_id: Mapped[UUID | None] = mapped_column(default=None)
     direction: Mapped[Direction] = mapped_column(_enum(Direction, 16), default=Direction.OUTGOING)
     state: Mapped[MessageState] = mapped_column(_enum(MessageState), default=MessageState.PENDING)
     #: the service that sent (or is sending) it

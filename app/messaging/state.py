@@ -8,6 +8,7 @@ late receipts and repeated events can never move a message backwards or twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -72,6 +73,21 @@ async def _emit_moved(session: AsyncSession, row: Any) -> bool:
         return False
     await emit_now(session, row["organization_id"], "message.state_changed", message_payload(row))
     return True
+
+
+async def move_many(session: AsyncSession, message_ids: Sequence[UUID], new: MessageState, **values: Any) -> list[UUID]:
+    """:func:`move` for many messages in one conditional UPDATE; the ids of those that moved."""
+    allowed = predecessors(new)
+    if not allowed or not message_ids:
+        return []
+    result = await session.execute(
+        update(Message)
+        .where(Message.id.in_(list(message_ids)), Message.state.in_(allowed))
+        .values(state=new, updated_at=utcnow(), **values)
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
 
 
 async def move_back_for_fallback(session: AsyncSession, message_id: UUID, provider_message_id: str) -> bool:

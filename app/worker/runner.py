@@ -10,6 +10,7 @@ from saq import CronJob, Worker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import app.audit  # noqa: F401  (the audit listener: what jobs change is recorded, by the system)
+from app.blasts import jobs as blast_jobs
 from app.config import Settings
 from app.db.config import make_sqlalchemy_config
 from app.logging import get_logger
@@ -94,10 +95,11 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     return [
         QueueWorker(
             queues[DEFAULT_QUEUE],
-            functions=[*ACCOUNT_FUNCTIONS, messaging_jobs.sweep, recheck_plugins],
+            functions=[*ACCOUNT_FUNCTIONS, messaging_jobs.sweep, recheck_plugins, *blast_jobs.FUNCTIONS],
             cron_jobs=[
                 CronJob(messaging_jobs.sweep, cron=f"* * * * * */{every}", timeout=300, retries=1),
                 *PLUGIN_CRON_JOBS,
+                CronJob(blast_jobs.blast_tick, cron=f"* * * * * */{every}", unique=False, timeout=60, retries=1),
             ],
             concurrency=concurrency,
             **common,

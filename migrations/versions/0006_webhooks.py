@@ -1,7 +1,7 @@
 """outbound status webhooks: endpoints, the event outbox, deliveries and their attempts
 
 Revision ID: 0006_webhooks
-Revises: 0004_inbound_and_receipts
+Revises: 0005_blasts
 Create Date: 2026-12-01 13:20:00.000000
 """
 
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 __all__ = ("downgrade", "upgrade")
 
 revision = "0006_webhooks"
-down_revision = "0004_inbound_and_receipts"
+down_revision = "0005_blasts"
 branch_labels = None
 depends_on = None
 
