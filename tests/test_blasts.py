@@ -14,11 +14,11 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, insert, select
 
 from app.audit.models import AuditEntry
-from app.blasts.models import Blast
+from app.blasts.models import Blast, BlastState
 from app.config import Settings
 from app.contacts.models import Category, Contact, contact_category
 from app.messaging.models import Message
-from app.tenants.models import Organization, Plan
+from app.tenants.models import Organization, Plan, Role
 from app.webhooks.models import WebhookEvent
 from tests.conftest import World
 from tests.helpers import start_worker, stop_process
@@ -374,3 +374,46 @@ async def test_worker_killed_during_fan_out_loses_nothing_and_duplicates_nothing
     assert sorted(m.contact_id for m in messages) == sorted(people)
     # (a send job that died with the worker is the send pipeline's recovery: the sweep fails that
     # attempt once SAQ gives the job up, and the blast completes then)
+
+
+async def test_dashboard_shows_the_blasts_in_progress_of_its_organization_only(
+    client: AsyncTestClient[Any], world: World, sessions: Any
+) -> None:
+    from tests.test_web_pages import login
+
+    t, other = await tenant(world), await world.org()
+    people = await contacts(sessions, t, 4)
+    async with sessions() as session:  # a blast half sent: 2 of its 4 messages out of flight
+        blast = Blast(
+            organization_id=uuid.UUID(t.org_id),
+            name="Spring sale",
+            content="Hi",
+            route=["log"],
+            state=BlastState.SENDING,
+            audience=4,
+            started_at=datetime.now(UTC),
+        )
+        session.add(blast)
+        await session.flush()
+        for person, state in zip(people, ["MSG_SENT", "MSG_DELIVERED_USER", "MSG_SENDING", "MSG_PENDING"], strict=True):
+            session.add(
+                Message(
+                    organization_id=blast.organization_id,
+                    contact_id=person,
+                    blast_id=blast.id,
+                    state=state,
+                    route=["log"],
+                    content="Hi",
+                )
+            )
+        await session.commit()
+    member = await world.user(await _org(sessions, t), Role.USER)
+    await login(client, member.email)
+    home = await client.get("/")
+    assert home.status_code == 200 and "Spring sale" in home.text and 'value="0.5"' in home.text, home.text[-2000:]
+    await client.post("/logout", headers={"x-csrftoken": client.cookies.get("voluble_csrf", "")})
+    client.cookies.clear()
+    stranger = await world.user(other, Role.USER)
+    await login(client, stranger.email)
+    home = await client.get("/")
+    assert home.status_code == 200 and "Spring sale" not in home.text and "No blast is being sent" in home.text

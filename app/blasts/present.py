@@ -19,18 +19,39 @@ OUTGOING_STATES = [s.value for s in MessageState if s != MessageState.RECEIVED]
 
 
 async def state_counts(
-    session: AsyncSession, organization_id: UUID, blast_ids: Sequence[UUID]
+    session: AsyncSession, organization_id: UUID | None, blast_ids: Sequence[UUID]
 ) -> dict[UUID, dict[str, int]]:
-    """Messages per state of each blast, in one query."""
-    rows = await session.execute(
-        select(Message.blast_id, Message.state, func.count())
-        .where(Message.organization_id == organization_id, Message.blast_id.in_(list(blast_ids)))
-        .group_by(Message.blast_id, Message.state)
-    )
+    """Messages per state of each blast, in one query (``organization_id`` None: the instance's)."""
+    query = select(Message.blast_id, Message.state, func.count()).where(Message.blast_id.in_(list(blast_ids)))
+    if organization_id is not None:
+        query = query.where(Message.organization_id == organization_id)
+    rows = await session.execute(query.group_by(Message.blast_id, Message.state))
     out: dict[UUID, dict[str, int]] = {i: {} for i in blast_ids}
     for blast_id, message_state, count in rows:
         out[blast_id][MessageState(message_state).value] = int(count)
     return out
+
+
+RUNNING = (BlastState.FANNING_OUT, BlastState.SENDING)
+
+
+async def running(session: AsyncSession, organization_id: UUID | None, limit: int = 10) -> list[schemas.Blast]:
+    """The blasts in progress (fanning out or sending), newest first, with their progress: the dashboard's
+    (an organization's, or for ``organization_id`` None the instance's)."""
+    query = select(Blast).where(Blast.state.in_(RUNNING)).order_by(Blast.created_at.desc()).limit(limit)
+    if organization_id is not None:
+        query = query.where(Blast.organization_id == organization_id)
+    blasts = list(await session.scalars(query))
+    counts = await state_counts(session, organization_id, [b.id for b in blasts]) if blasts else {}
+    return [present(b, counts[b.id]) for b in blasts]
+
+
+async def latest_change(session: AsyncSession, organization_id: UUID | None) -> Any:
+    """When a blast last changed (a live page's version)."""
+    query = select(func.max(Blast.updated_at))
+    if organization_id is not None:
+        query = query.where(Blast.organization_id == organization_id)
+    return await session.scalar(query)
 
 
 async def payload(session: AsyncSession, blast_id: UUID) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from litestar import Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.blasts import present as blast_views
 from app.messaging.labels import STATE_LABELS
 from app.messaging.models import Message
 from app.messaging.stats import CHART_STATES, Stats, Window
@@ -29,7 +30,8 @@ async def _version(stats: Stats) -> tuple[Any, ...]:
     if stats.organization_id is not None:
         messages = messages.where(Message.organization_id == stats.organization_id)
         orgs = orgs.where(Organization.id == stats.organization_id)
-    return (*(await stats.session.execute(messages)).one(), *(await stats.session.execute(orgs)).one())
+    blasts = await blast_views.latest_change(stats.session, stats.organization_id)
+    return (*(await stats.session.execute(messages)).one(), *(await stats.session.execute(orgs)).one(), blasts)
 
 
 async def dashboard_stats(
@@ -50,4 +52,5 @@ async def dashboard_stats(
         "stats_etag": etag,
         "stats_poll_seconds": POLL_SECONDS,
         "instance_wide": stats.organization_id is None,
+        "running_blasts": await blast_views.running(session, stats.organization_id),
     }
