@@ -102,6 +102,16 @@ def _wait_for_health(url: str, proc: subprocess.Popen[bytes], log: Path) -> None
     raise RuntimeError(f"the server did not answer /health within {START_TIMEOUT}s:\n{log.read_text()[-4000:]}")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The foundation scenario starts from a fresh instance (its first page is the empty organization
+    list) and every test shares one server: it runs first, the others in their usual order after it."""
+    here = Path(__file__).parent
+    slots = [i for i, item in enumerate(items) if item.path.parent == here]
+    ours = sorted((items[i] for i in slots), key=lambda item: 0 if item.path.name == "test_foundation.py" else 1)
+    for slot, item in zip(slots, ours, strict=True):  # only the e2e tests move, among their own places
+        items[slot] = item
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("e2e-server")
