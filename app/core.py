@@ -29,6 +29,7 @@ from saq import Queue
 
 from app import __version__
 from app.api.docs import LocalSwaggerRenderPlugin
+from app.api.documented_errors import document_errors
 from app.api.errors import api_exception_handler
 from app.api.hooks import make_hooks_router
 from app.api.router import make_api_router
@@ -109,6 +110,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 await app.state.redis.aclose()
 
         app_config.lifespan.append(lifespan)
+        app_config.on_startup.append(document_errors)  # before the OpenAPI document is first built
         templates = TemplateConfig(
             directory=BASE_DIR / "templates", engine=JinjaTemplateEngine, engine_callback=register_globals
         )

@@ -101,3 +101,23 @@ async def test_list_envelope_is_exact(client: AsyncTestClient[Any], world: World
         assert len(body["items"]) == max(0, min(limit, body["total"] - offset))
         for item in body["items"]:
             assert "id" in item and "created_at" in item and "updated_at" in item
+
+
+async def test_every_api_operation_documents_its_errors_as_problem_details(client: AsyncTestClient[Any]) -> None:
+    doc = json.loads((await client.get("/schema/openapi.json")).content)
+    for path, item in doc["paths"].items():
+        if not path.startswith("/api/"):
+            continue
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            documented = set(operation["responses"])
+            expected = {"400", "401", "403", "404", "422", "429"} | (
+                {"409", "413"} if method in {"post", "put", "patch", "delete"} else set()
+            )
+            assert expected <= documented, (method, path, sorted(expected - documented))
+            problem = operation["responses"]["404"]["content"]["application/problem+json"]["schema"]
+            assert problem == {"$ref": "#/components/schemas/Problem"}, (method, path, problem)
+    assert {"type", "title", "status", "detail"} <= set(doc["components"]["schemas"]["Problem"]["required"])
+    token = doc["paths"]["/oauth/token"]["post"]["responses"]
+    assert {"400", "401"} <= set(token), sorted(token)

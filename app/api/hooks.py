@@ -13,6 +13,7 @@ from uuid import UUID
 from litestar import Request, Response, Router, post
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.documented_errors import problem_responses
 from app.config import Settings
 from app.messaging.coordinator import Coordinator
 from app.messaging.hooks import MAX_HOOK_BODY, receive_hook
@@ -31,6 +32,14 @@ def _as_called(request: Request[Any, Any, Any], settings: Settings) -> str:
     summary="A provider's callback (receipts, inbound messages); signed by the provider",
     tags=["hooks"],
     security=[],
+    responses=problem_responses(
+        {
+            400: "A body the plugin cannot read.",
+            403: "The provider's signature does not verify with the organization's credentials.",
+            404: "No such service, or the organization has no credentials for it.",
+            413: "The body is larger than a provider sends.",
+        }
+    ),
 )
 async def provider_hook(
     request: Request[Any, Any, Any],

@@ -6,11 +6,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from litestar import Request, Response, get, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.documented_errors import oauth_responses
 from app.config import Settings
 from app.tenants.oauth import issue_token
 
@@ -20,7 +22,13 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", tags=["system"], summary="Database and Redis reachable", exclude_from_auth=True)
+@get(
+    "/ready",
+    tags=["system"],
+    summary="Database and Redis reachable",
+    exclude_from_auth=True,
+    responses={503: ResponseSpec(data_container=dict[str, Any], description="The database or Redis is unreachable.")},
+)
 async def ready(db_session: AsyncSession, redis: Redis) -> Response[dict[str, Any]]:
     checks: dict[str, str] = {}
     try:
@@ -44,6 +52,13 @@ async def ready(db_session: AsyncSession, redis: Redis) -> Response[dict[str, An
     status_code=HTTP_200_OK,
     exclude_from_auth=True,
     exclude_from_csrf=True,
+    responses=oauth_responses(
+        {
+            400: "invalid_request, unsupported_grant_type or invalid_scope (RFC 6749 §5.2).",
+            401: "invalid_client: unknown client or wrong secret.",
+            429: "Too many token requests from this address; see `Retry-After`.",
+        }
+    ),
 )
 async def oauth_token(request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings) -> Response[Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
