@@ -146,6 +146,31 @@ def run_workers() -> None:
     asyncio.run(run(settings))
 
 
+@click.group(name="metrics", help="Prometheus metrics.")
+def metrics_group() -> None:
+    pass
+
+
+@metrics_group.command(
+    name="serve",
+    help="Serve this host's process metrics at /metrics (a host with workers and no web process; docs/decisions/0033).",
+)
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=9464, show_default=True, type=int)
+def serve_metrics(host: str, port: int) -> None:
+    from app.logging import configure_logging
+    from app.metrics import MULTIPROC_ENV, multiprocess_dir, serve_host
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    directory = multiprocess_dir()
+    if directory is None or not directory.is_dir():
+        raise click.ClickException(f"{MULTIPROC_ENV} must name the directory this host's processes count into")
+    if not settings.metrics.token:
+        raise click.ClickException("set VOLUBLE_METRICS_TOKEN: the exporter answers only with that bearer token")
+    serve_host(host, port, settings.metrics.token)
+
+
 DEMO_EMAIL = "admin@voluble.local"
 DEMO_ORG_EMAIL = "demo@voluble.local"
 
@@ -297,7 +322,7 @@ def database_upgrade(prompt: bool, _no_prompt: bool, sql: bool, revision: str) -
         click.echo(f"database at revision {revision}", err=True)
 
 
-COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group)
+COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group, metrics_group)
 
 
 def register_commands(cli: click.Group) -> None:

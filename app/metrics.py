@@ -17,10 +17,11 @@ status) is read at scrape time, once for the whole instance, not counted by the 
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,43 @@ def process_exited(pid: int | None = None, path: Path | None = None) -> None:
     directory = path or multiprocess_dir()
     if directory is not None and directory.is_dir():
         mark_process_dead(pid if pid is not None else os.getpid(), str(directory))
+
+
+# -- access ----------------------------------------------------------------------------------------
+
+
+def authorized(authorization: str, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``Bearer <token>`` (compared in constant time)."""
+    scheme, _, given = authorization.partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def serve_host(host: str, port: int, token: str) -> None:
+    """Serve the counted metrics of this host's processes (``voluble metrics serve``) at ``/metrics``, behind
+    the bearer token: the exporter of a host that runs workers and no web process. Blocks."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    exporter = make_wsgi_app(process_registry())
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found\n"]
+        if not authorized(environ.get("HTTP_AUTHORIZATION", ""), token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"a valid bearer token is required\n"]
+        return list(exporter(environ, start_response))
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    with make_server(host, port, app, handler_class=QuietHandler) as server:
+        log.info("metrics exporter", url=f"http://{host}:{port}/metrics", directory=str(multiprocess_dir()))
+        with suppress(KeyboardInterrupt):  # Ctrl-C; SIGTERM ends it as well (it holds no state)
+            server.serve_forever()
 
 
 # -- the scrape ------------------------------------------------------------------------------------

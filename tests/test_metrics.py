@@ -133,7 +133,7 @@ def metrics_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def processes(
     settings: Settings, engine: Any, metrics_dir: Path
-) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+) -> Iterator[tuple[str, str, list[subprocess.Popen[bytes]]]]:
     extra = {
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "VOLUBLE_METRICS_TOKEN": TOKEN,
@@ -146,10 +146,17 @@ def processes(
         stdout=subprocess.DEVNULL,
     )
     workers = [start_worker(settings, **extra) for _ in range(2)]
+    exporter_port = free_port()  # the exporter of a host without a web process, on the same directory
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "app", "metrics", "serve", "--host", "127.0.0.1", "--port", str(exporter_port)],
+        env=worker_env(settings, **extra),
+    )
     try:
-        yield f"http://127.0.0.1:{port}", workers
+        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{exporter_port}/metrics", workers
     finally:
-        for proc in (web, *workers):
+        for proc in (web, exporter, *workers):
+            proc.terminate()  # all at once, then each waited for
+        for proc in (web, exporter, *workers):
             stop_process(proc)
 
 
@@ -180,9 +187,9 @@ def _per_process(metrics_dir: Path, pid: int, name: str, **labels: str) -> float
 
 @pytest.mark.parametrize("db_backend", ["postgres"])  # production's pairing (PostgreSQL, Redis server); < 60 s
 async def test_counters_add_up_across_a_web_and_two_worker_processes(
-    world: World, processes: tuple[str, list[subprocess.Popen[bytes]]], metrics_dir: Path
+    world: World, processes: tuple[str, str, list[subprocess.Popen[bytes]]], metrics_dir: Path
 ) -> None:
-    base, workers = processes
+    base, exporter, workers = processes
     t = await tenant(world, credits=N + 5)
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
 
@@ -215,6 +222,12 @@ async def test_counters_add_up_across_a_web_and_two_worker_processes(
             return found if value(found, "voluble_attempts_total", service="log", outcome="sent") >= N else None
 
         found = await _until(all_sent, 90, f"{N} attempts sent by log")
+        assert (await http.get(exporter)).status_code == 401
+        host = samples((await http.get(exporter, headers=AUTH)).text)
+    # `voluble metrics serve` shows the same counters, without the instance's gauges (the web's /metrics has them)
+    assert value(host, "voluble_attempts_total", service="log", outcome="sent") == N
+    assert value(host, "voluble_messages_accepted_total") == N
+    assert not any(name.startswith("voluble_queue_") for name, _ in host)
     assert value(found, "voluble_messages_accepted_total", kind="single") == N
     assert value(found, "voluble_attempts_total", service="log", outcome="sent") == N
     assert value(found, "voluble_attempts_total", outcome="failed") == 0
@@ -233,3 +246,27 @@ async def test_counters_add_up_across_a_web_and_two_worker_processes(
         _per_process(metrics_dir, w.pid, "voluble_attempts_total", service="log", outcome="sent") for w in workers
     ]
     assert sum(applied_by) == N, applied_by
+
+
+def test_the_readme_scrape_config_and_alert_rules_parse_and_name_real_metrics() -> None:
+    import re
+
+    import yaml
+
+    from app import metrics
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Metrics") : readme.index("## REST API")]
+    config, rules = (yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S))
+    for job in config["scrape_configs"]:
+        assert job["authorization"]["type"] == "Bearer" and job["static_configs"][0]["targets"]
+    alerts = rules["groups"][0]["rules"]
+    assert [a["alert"] for a in alerts] == ["VolubleQueueBacklog", "VolubleServiceFailing", "VolubleNoWorker"]
+    for alert in alerts:
+        assert set(alert) == {"alert", "expr", "for", "labels", "annotations"}
+        assert re.fullmatch(r"\d+[smh]", alert["for"]) and alert["labels"]["severity"]
+    counted = [metrics.HTTP_REQUESTS, metrics.MESSAGES_ACCEPTED, metrics.ATTEMPTS, metrics.RECEIPTS]
+    known = {f"{m._name}_total" for m in counted}
+    known |= {family.name for family in asyncio.run(metrics.instance_families({}, {}))}
+    used = set(re.findall(r"\bvoluble_[a-z_]+", " ".join(a["expr"] for a in alerts)))
+    assert used and used <= known, used - known

@@ -6,7 +6,6 @@ compared in constant time. What is in the answer: app/metrics.py, docs/decisions
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from litestar import Request, Response, get
@@ -26,8 +25,7 @@ log = get_logger(__name__)
 def _authorize(request: Request[Any, Any, Any], token: str) -> None:
     if not token:
         raise NotFound("metrics are off: set VOLUBLE_METRICS_TOKEN")
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not metrics.authorized(request.headers.get("authorization", ""), token):
         raise NotAuthorizedException(
             "A valid metrics bearer token is required.", headers={"WWW-Authenticate": "Bearer"}
         )
