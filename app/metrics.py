@@ -137,11 +137,23 @@ def http_metrics_middleware(app: Any) -> Any:
             raise
         finally:
             HTTP_IN_PROGRESS.dec()
-            labels = (scope.get("method", "GET"), scope.get("path_template") or "unmatched", str(status[0]))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_DURATION.labels(*labels).observe(time.perf_counter() - start)
+            labels = (scope.get("method", "GET"), scope.get("path_template") or "unmatched", status[0])
+            children = _HTTP_CHILDREN.get(labels) or _http_children(labels)
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
     return middleware
+
+
+#: the labelled series of each (method, route, status) seen: ``.labels()`` costs more than the increment
+_HTTP_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _http_children(labels: tuple[str, str, int]) -> tuple[Any, Any]:
+    method, route, status = labels
+    children = (HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route, str(status)))
+    _HTTP_CHILDREN[labels] = children
+    return children
 
 
 # -- processes -------------------------------------------------------------------------------------
