@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -145,6 +146,31 @@ def run_workers() -> None:
     asyncio.run(run(settings))
 
 
+@click.group(name="metrics", help="Prometheus metrics.")
+def metrics_group() -> None:
+    pass
+
+
+@metrics_group.command(
+    name="serve",
+    help="Serve this host's process metrics at /metrics (a host with workers and no web process; docs/decisions/0033).",
+)
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=9464, show_default=True, type=int)
+def serve_metrics(host: str, port: int) -> None:
+    from app.logging import configure_logging
+    from app.metrics import MULTIPROC_ENV, multiprocess_dir, serve_host
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    directory = multiprocess_dir()
+    if directory is None or not directory.is_dir():
+        raise click.ClickException(f"{MULTIPROC_ENV} must name the directory this host's processes count into")
+    if not settings.metrics.token:
+        raise click.ClickException("set VOLUBLE_METRICS_TOKEN: the exporter answers only with that bearer token")
+    serve_host(host, port, settings.metrics.token)
+
+
 DEMO_EMAIL = "admin@voluble.local"
 DEMO_ORG_EMAIL = "demo@voluble.local"
 
@@ -164,6 +190,8 @@ class _Part:
     name: str
     process: subprocess.Popen[bytes]
     grace: float
+    #: the processes' shared metrics directory (app/metrics.py): a stopped part's live gauges leave it
+    metrics_dir: Path
 
     def terminate(self) -> None:
         # SIGTERM, not SIGINT: stops uvicorn and the workers as gracefully, and without a traceback
@@ -178,6 +206,9 @@ class _Part:
             click.echo(f"{self.name} did not stop within {self.grace:.0f}s: killed", err=True)
             self.process.kill()
             self.process.wait()
+        from app.metrics import process_exited
+
+        process_exited(self.process.pid, self.metrics_dir)
 
 
 def _spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -211,6 +242,7 @@ def up(n_workers: int) -> None:
     """Ctrl-C (or SIGTERM, SIGHUP) stops the web server, then the workers, then the embedded Redis; exit 0."""
     from app.embedded_redis import EmbeddedRedis, EmbeddedRedisError, start_embedded_redis
     from app.logging import configure_logging
+    from app.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
@@ -222,6 +254,9 @@ def up(n_workers: int) -> None:
     workers: list[_Part] = []
     failed: str | None = None
     env = dict(os.environ)
+    # every part counts into one directory, emptied now (app/metrics.py, docs/decisions/0033)
+    metrics_dir = prepare_multiprocess_dir(Path(env.get(MULTIPROC_ENV) or settings.var_dir / "metrics"))
+    env[MULTIPROC_ENV] = str(metrics_dir)
     try:
         if settings.redis.embedded:
             try:
@@ -234,9 +269,12 @@ def up(n_workers: int) -> None:
         login_note = _demo_login(settings)
         exe = [sys.executable, "-m", "app"]
         grace = settings.worker.send_timeout + 10  # a job in flight may finish
-        workers = [_Part("worker", _spawn([*exe, "workers", "run"], env), grace) for _ in range(max(n_workers, 0))]
+        workers = [
+            _Part("worker", _spawn([*exe, "workers", "run"], env), grace, metrics_dir) for _ in range(max(n_workers, 0))
+        ]
         server = settings.server
-        web = [_Part("web server", _spawn([*exe, "run", "--host", server.host, "--port", str(server.port)], env), 15)]
+        web_args = [*exe, "run", "--host", server.host, "--port", str(server.port)]
+        web = [_Part("web server", _spawn(web_args, env), 15, metrics_dir)]
         click.echo(
             f"\nVoluble is up at http://{server.host}:{server.port}/\n{login_note}\nPress Ctrl-C to stop.\n",
             err=True,
@@ -284,7 +322,7 @@ def database_upgrade(prompt: bool, _no_prompt: bool, sql: bool, revision: str) -
         click.echo(f"database at revision {revision}", err=True)
 
 
-COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group)
+COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group, metrics_group)
 
 
 def register_commands(cli: click.Group) -> None:

@@ -142,6 +142,12 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    #: the bearer token of ``GET /metrics`` (``VOLUBLE_METRICS_TOKEN``); empty: the endpoint is off (404)
+    token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     redis: RedisSettings
@@ -152,6 +158,7 @@ class Settings:
     var_dir: Path
     log_level: str = "INFO"
     log_json: bool = False
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -213,6 +220,7 @@ class Settings:
             var_dir=var_dir,
             log_level=_env("LOG_LEVEL", "INFO").upper(),
             log_json=_env_bool("LOG_JSON"),
+            metrics=MetricsSettings(token=_env("METRICS_TOKEN").strip()),
         )
 
 

@@ -27,11 +27,12 @@ from litestar.template.config import TemplateConfig
 from redis.asyncio import Redis
 from saq import Queue
 
-from app import __version__
+from app import __version__, metrics
 from app.api.docs import LocalSwaggerRenderPlugin
 from app.api.documented_errors import document_errors
 from app.api.errors import api_exception_handler
 from app.api.hooks import make_hooks_router
+from app.api.metrics import metrics_endpoint
 from app.api.router import make_api_router
 from app.api.system import health, oauth_token, ready
 from app.config import BASE_DIR, Settings
@@ -45,7 +46,7 @@ from app.web.router import make_web_router
 from app.web.security_headers import security_headers_hook
 from app.web.templating import register_globals
 
-JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema")
+JSON_PREFIXES = ("/api/", "/oauth/", "/hooks/", "/health", "/ready", "/schema", "/metrics")
 
 
 def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -84,7 +85,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
         settings = self.settings
         configure_logging(settings.log_level, settings.log_json)
         key = hashlib.sha256(("session:" + settings.security.secret_key).encode()).digest()
-        not_browser = ["/api", "/oauth", "/hooks", "/static", "/schema", "/health", "/ready"]
+        not_browser = ["/api", "/oauth", "/hooks", "/static", "/schema", "/health", "/ready", "/metrics"]
 
         @asynccontextmanager
         async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -108,6 +109,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 for queue in app.state.queues.values():
                     await queue.disconnect()
                 await app.state.redis.aclose()
+                metrics.process_exited()
 
         app_config.lifespan.append(lifespan)
         app_config.on_startup.append(document_errors)  # before the OpenAPI document is first built
@@ -126,6 +128,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
             header_name="x-csrftoken",
             exclude=not_browser,
         )
+        app_config.middleware.insert(0, metrics.http_metrics_middleware)  # outermost: times the whole answer
         app_config.middleware.append(
             CookieBackendConfig(
                 secret=key,
@@ -146,6 +149,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 route_handlers=[
                     health,
                     ready,
+                    metrics_endpoint,
                     oauth_token,
                     make_api_router(),
                     make_hooks_router(),

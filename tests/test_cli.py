@@ -111,7 +111,10 @@ def _login(http: httpx.Client, email: str, password: str) -> httpx.Response:
 
 def test_up_runs_everything_and_ctrl_c_stops_it_in_order(tmp_path: Path) -> None:
     port = free_port()
-    env = _env(tmp_path, VOLUBLE_PORT=str(port))
+    env = _env(tmp_path, VOLUBLE_PORT=str(port), VOLUBLE_METRICS_TOKEN="cli-metrics-" + "m" * 24)
+    stale = tmp_path / "metrics" / "counter_4190000.db"  # an earlier run's: `up` empties the directory
+    stale.parent.mkdir()
+    stale.write_bytes(b"old")
     # its own process group, as a shell gives a foreground job: Ctrl-C is SIGINT to the whole group
     proc = subprocess.Popen(
         [*VOLUBLE, "up"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -173,6 +176,14 @@ def test_up_runs_everything_and_ctrl_c_stops_it_in_order(tmp_path: Path) -> None
             state = httpx.get(f"{base}/api/v1/messages/{sent['id']}", headers=auth, timeout=5).json()["state"]
         assert state == "MSG_SENT"
         assert "Hi Ada" in (tmp_path / "outbox.jsonl").read_text()
+        # the web server's /metrics adds up what its processes counted: the worker's attempt included
+        assert not stale.exists()
+        metrics_auth = {"Authorization": f"Bearer {env['VOLUBLE_METRICS_TOKEN']}"}
+        scraped = ""
+        while 'voluble_attempts_total{outcome="sent",service="log"} 1.0' not in scraped:
+            assert time.monotonic() < deadline, scraped
+            scraped = httpx.get(f"{base}/metrics", headers=metrics_auth, timeout=5).text
+        assert 'voluble_messages_accepted_total{kind="single"} 1.0' in scraped
         row = (
             sqlite3.connect(tmp_path / "voluble.db")
             .execute("select password_hash from user_account where email = ?", (login.group(1),))
@@ -197,6 +208,8 @@ def test_up_runs_everything_and_ctrl_c_stops_it_in_order(tmp_path: Path) -> None
     for line in stops:
         at = text.find(line, at)
         assert at != -1, f"no {line!r} (in this order: {stops}) in:\n{text}"
+    # each stopped process was marked dead: no live gauge of theirs is left in the metrics directory
+    assert not list((tmp_path / "metrics").glob("gauge_live*.db"))
     # everything it started is gone: the web port and the embedded Redis no longer answer
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/health", timeout=2)

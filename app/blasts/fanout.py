@@ -20,6 +20,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
+from app import metrics
 from app.blasts.models import Blast, BlastState, blast_recipient
 from app.blasts.present import payload
 from app.clock import utcnow
@@ -113,6 +114,7 @@ async def create_batch(session: AsyncSession, blast: Blast, size: int) -> list[U
         )
         (ready if isinstance(content, str) else refused).append(message_id)
     await MessageRepository(session=session, organization_id=blast.organization_id).insert_many(rows)
+    metrics.message_accepted(len(rows), kind="blast")
     if refused:  # a template that renders for no one was refused at POST; this is one contact's fields
         moved = await state.move_many(session, refused, MessageState.FAILED, failure_reason="template_error")
         await credits.release_many(session, blast.organization_id, moved)

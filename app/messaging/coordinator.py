@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
+from app import metrics
 from app.clock import utcnow
 from app.config import Settings
 from app.contacts.models import Contact
@@ -120,6 +121,7 @@ class Coordinator:
                         finished_at=now,
                     )
                 )
+                metrics.attempt_finished(name, "skipped")
                 seq += 1
                 continue
             attempt = Attempt(
@@ -198,6 +200,7 @@ class Coordinator:
         if moved:
             await credits.charge(session, attempt.message_id, attempt.organization_id)
         await session.commit()
+        metrics.attempt_finished(attempt.service, AttemptOutcome.SENT)
 
     async def on_failed(self, session: AsyncSession, attempt_id: UUID, reason: str) -> None:
         attempt = await self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, error=reason[:1000])
@@ -205,4 +208,5 @@ class Coordinator:
             await session.rollback()
             return
         await session.commit()
+        metrics.attempt_finished(attempt.service, AttemptOutcome.FAILED)
         await self.dispatch(session, attempt.message_id)

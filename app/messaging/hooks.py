@@ -14,6 +14,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.config import Settings
 from app.errors import BadRequest, Forbidden, NotFound, RequestTooLarge
 from app.logging import get_logger
@@ -82,6 +83,7 @@ async def apply_item(
     plugin = coordinator.registry.get(service)
     if isinstance(item, Receipt):
         outcome = await apply_receipt(session, coordinator, organization_id, service, item)
+        metrics.receipt_applied(service, outcome)
         log.info("receipt", service=service, provider_id=item.provider_message_id, state=item.state, outcome=outcome)
         if outcome == "unknown":
             await replay_later(coordinator, organization_id, service, item)

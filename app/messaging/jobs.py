@@ -17,6 +17,7 @@ from saq import Status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import noload
 
+from app import metrics
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.logging import get_logger
@@ -93,7 +94,8 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, An
         )
     timeout = ctx["settings"].worker.send_timeout
     try:
-        provider_id = await asyncio.wait_for(plugin.send(outgoing, address, credentials), timeout)
+        with metrics.send_timer(attempt.service):
+            provider_id = await asyncio.wait_for(plugin.send(outgoing, address, credentials), timeout)
     except PluginError as exc:
         return {"outcome": "failed", "reason": str(exc) or type(exc).__name__}
     except TimeoutError:
@@ -166,6 +168,7 @@ async def replay_receipt(
     parsed = receipt_of(receipt)
     async with ctx["sessions"]() as session:
         outcome = await apply_receipt(session, ctx["coordinator"], UUID(organization_id), service, parsed)
+    metrics.receipt_applied(service, outcome)
     if outcome == "unknown":
         await replay_later(ctx["coordinator"], UUID(organization_id), service, parsed, tries)
     return outcome
@@ -223,6 +226,7 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
                     f"worker_lost: the send job ended {job.status.value} ({job.error or 'no error'})",
                 )
             counts["lost"] += 1
+    metrics.sweep_recovered(counts)
     if any(counts.values()):
         log.info("sweep", **counts)
     return counts

@@ -18,6 +18,7 @@ import msgspec
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import metrics
 from app.clock import utcnow
 from app.logging import get_logger
 from app.messaging import state
@@ -91,6 +92,7 @@ async def _late_failure(
     provider_id = attempt.provider_message_id or ""
     reopened = current and await state.move_back_for_fallback(session, message.id, provider_id)
     await session.commit()
+    metrics.attempt_finished(attempt.service, AttemptOutcome.UNDELIVERED)
     if not reopened:
         return "unchanged"
     session.expunge_all()  # the coordinator re-reads the message under its lock, not our stale copy

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
+from app import metrics
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
@@ -233,6 +234,7 @@ class MessageService(OrgScopedService[Message]):
             raise
         if contact is None:
             return message, True
+        metrics.message_accepted()
         if attempt is not None:
             await coordinator.enqueue_send(attempt.id)
         await self.session.refresh(message)

@@ -10,6 +10,7 @@ from saq import CronJob, Worker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import app.audit  # noqa: F401  (the audit listener: what jobs change is recorded, by the system)
+from app import metrics
 from app.blasts import jobs as blast_jobs
 from app.config import Settings
 from app.db.config import make_sqlalchemy_config
@@ -136,4 +137,5 @@ async def run_workers(settings: Settings) -> None:
     await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
     await asyncio.gather(*tasks, return_exceptions=True)
     await engine.dispose()
+    metrics.process_exited()
     log.info("workers stopped")
