@@ -142,6 +142,19 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    """Requests allowed a minute (0: no limit), counted in Redis and shared by every web process
+    (``app/tenants/request_limits.py``, docs/decisions/0034)."""
+
+    #: per bearer token (an API client's tokens share one budget); a sysadmin may set another per organization
+    api_per_token: int = 1200
+    #: ``POST /oauth/token`` per client IP
+    oauth_per_ip: int = 60
+    #: the sign-in form (``POST /login``) per client IP; failures are also throttled per account (0003)
+    login_per_ip: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     redis: RedisSettings
@@ -152,6 +165,7 @@ class Settings:
     var_dir: Path
     log_level: str = "INFO"
     log_json: bool = False
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -213,6 +227,11 @@ class Settings:
             var_dir=var_dir,
             log_level=_env("LOG_LEVEL", "INFO").upper(),
             log_json=_env_bool("LOG_JSON"),
+            rate_limits=RateLimitSettings(
+                api_per_token=max(_env_int("API_RATE_LIMIT", 1200), 0),
+                oauth_per_ip=max(_env_int("OAUTH_RATE_LIMIT_IP", 60), 0),
+                login_per_ip=max(_env_int("LOGIN_RATE_LIMIT_IP", 30), 0),
+            ),
         )
 
 
