@@ -10,16 +10,19 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from app.audit.models import AuditEntry
 from app.config import RateLimitSettings, Settings
+from app.embedded_redis import start_embedded_redis
 from app.tenants.models import Organization, Role
 from app.tenants.request_limits import WINDOW_SECONDS, RequestLimiter
 from tests.conftest import World, bearer
@@ -188,28 +191,49 @@ async def test_the_token_endpoint_and_the_sign_in_form_are_limited_per_ip(client
     assert "Too many sign-in attempts" in locked.text and int(locked.headers["Retry-After"]) > 0
 
 
-async def test_windows_and_a_redis_that_is_down(redis_url: str) -> None:
-    """The limiter alone on each Redis server: a fixed window per bucket, then a fresh one; Redis down
-    lets requests through (no headers) and is not asked again for a few seconds."""
+async def test_fixed_windows_on_each_redis_server(redis_url: str) -> None:
+    """The limiter alone, on each Redis server: a fixed window per bucket, then a fresh one."""
     limiter = RequestLimiter(RateLimitSettings(), redis_url, f"t{uuid.uuid4().hex[:10]}:rate")
     try:
         bucket, now = f"token:{uuid.uuid4()}", time.time()
         windows = [await limiter.hit(bucket, 2, now=now) for _ in range(3)]
         assert [(w.remaining, w.allowed) for w in windows if w] == [(1, True), (0, True), (0, False)]
+        assert windows[0] and 0 < windows[0].reset <= WINDOW_SECONDS
         later = await limiter.hit(bucket, 2, now=now + WINDOW_SECONDS)
         assert later is not None and later.allowed and later.remaining == 1
-        assert windows[0] and 0 < windows[0].reset <= WINDOW_SECONDS
+        other = await limiter.hit(f"token:{uuid.uuid4()}", 2, now=now)
+        assert other is not None and other.remaining == 1  # buckets are independent
         assert await limiter.hit(bucket, 0) is None  # 0: no limit
     finally:
         await limiter.close()
-    down = RequestLimiter(RateLimitSettings(), f"redis://127.0.0.1:{free_port()}/0", "t:rate")
+
+
+async def test_redis_down_fails_open_with_one_warning_then_recovers(tmp_path: Path) -> None:
+    """The embedded Redis stopped under a running limiter: requests pass (no window), one warning for
+    the outage, Redis left alone meanwhile; started again on the same port, counting resumes."""
+    port = free_port()
+    server = start_embedded_redis(tmp_path / "first", persist=False, port=port)
+    limiter = RequestLimiter(RateLimitSettings(), server.url, f"t{uuid.uuid4().hex[:10]}:rate", pause=0.3)
     try:
-        started = time.perf_counter()
-        assert await down.hit("token:x", 5) is None
-        assert await down.hit("token:x", 5) is None
-        assert time.perf_counter() - started < 1.5
+        assert await limiter.hit("token:a", 5) is not None
+        server.stop()
+        with structlog.testing.capture_logs() as logs:
+            started = time.perf_counter()
+            results = [await limiter.hit("token:a", 5) for _ in range(20)]
+            assert time.perf_counter() - started < 2  # no timeout paid per request
+            await asyncio.sleep(0.4)
+            results.append(await limiter.hit("token:a", 5))  # asked again after the pause: still down
+            server = start_embedded_redis(tmp_path / "second", persist=False, port=port)
+            await asyncio.sleep(0.4)
+            back = await limiter.hit("token:a", 5)
+        assert results == [None] * 21
+        assert back is not None and back.allowed  # scripts loaded again into the new server
+        events = [entry["event"] for entry in logs]
+        assert events.count("API rate limits not enforced: Redis unreachable") == 1, events
+        assert "API rate limits enforced again: Redis reachable" in events
     finally:
-        await down.close()
+        await limiter.close()
+        server.stop()
 
 
 @pytest.fixture

@@ -85,8 +85,11 @@ class RequestLimiter:
     """Fixed windows of ``WINDOW_SECONDS`` in Redis, through ``limits``' async redis-py storage (its own
     small connection pool with short timeouts: a slow Redis never holds a request for long)."""
 
-    def __init__(self, settings: RateLimitSettings, redis_url: str, prefix: str) -> None:
+    def __init__(
+        self, settings: RateLimitSettings, redis_url: str, prefix: str, *, pause: float = PAUSE_SECONDS
+    ) -> None:
         self.settings = settings
+        self.pause = pause
         self.storage = RedisStorage(
             storage_uri(redis_url),
             implementation="redispy",
@@ -95,6 +98,7 @@ class RequestLimiter:
             socket_connect_timeout=TIMEOUT_SECONDS,
         )
         self._paused_until = 0.0
+        self._down = False
 
     async def hit(self, bucket: str, limit: int, now: float | None = None) -> Window | None:
         """Spend one request of ``bucket`` (budget ``limit``); None when there is no limit or Redis is down."""
@@ -106,13 +110,18 @@ class RequestLimiter:
         try:
             count = await self.storage.incr(key, WINDOW_SECONDS)
         except (RedisError, StorageError, OSError, TimeoutError) as exc:
-            self._paused_until = time.monotonic() + PAUSE_SECONDS
-            log.warning(
-                "API rate limits not enforced: Redis unreachable",
-                error=f"{type(exc).__name__}: {exc}",
-                retry_in_seconds=PAUSE_SECONDS,
-            )
+            self._paused_until = time.monotonic() + self.pause
+            if not self._down:  # one warning per outage, not one per retry
+                self._down = True
+                log.warning(
+                    "API rate limits not enforced: Redis unreachable",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_every_seconds=self.pause,
+                )
             return None
+        if self._down:
+            self._down = False
+            log.info("API rate limits enforced again: Redis reachable")
         reset = max(1, math.ceil(WINDOW_SECONDS - into))
         return Window(limit=limit, remaining=max(limit - count, 0), reset=reset, allowed=count <= limit)
 
