@@ -75,6 +75,10 @@ async def test_every_api_answer_carries_the_headers(client: Client, world: World
     invalid = await client.post("/api/v1/contacts", json={"first_name": 5}, headers=token)
     assert invalid.status_code == 400 and numbers(invalid)[1] == remaining - 2
     assert "RateLimit-Limit" not in (await client.get("/health")).headers  # not an API answer
+    # without a valid token there is no token's budget: refusals count per client IP (the token endpoint's budget)
+    refused = [await client.get("/api/v1/me"), await client.get("/api/v1/me", headers=bearer("garbage"))]
+    assert [r.status_code for r in refused] == [401, 401]
+    assert [numbers(r)[:2] for r in refused] == [(3, 2), (3, 1)]
 
 
 async def test_past_the_budget_429_with_retry_after_per_token_and_per_client(client: Client, world: World) -> None:
@@ -183,6 +187,10 @@ async def test_the_token_endpoint_and_the_sign_in_form_are_limited_per_ip(client
     assert all(name in answers[0].headers for name in HEADERS) and numbers(answers[0])[0] == 3
     over = answers[-1]
     assert over.json()["status"] == 429 and int(over.headers["Retry-After"]) > 0
+
+    guesses = [await client.get("/api/v1/contacts", headers=bearer(f"vol_at_{n}")) for n in range(4)]
+    assert [g.status_code for g in guesses] == [401, 401, 401, 429]
+    assert "without a valid token" in guesses[-1].json()["detail"] and int(guesses[-1].headers["Retry-After"]) > 0
 
     user = await world.user(await world.org())
     tries = [(await login(client, user.email, "wrong password")).status_code for _ in range(2)]

@@ -38,8 +38,13 @@ def make_api_router() -> Router:
     return Router(
         path="/api/v1",
         route_handlers=API_CONTROLLERS,
-        # the rate limit after the authentication: it spends the budget of the principal's token or client
-        middleware=[DefineMiddleware(BearerAuthMiddleware), DefineMiddleware(RequestLimitMiddleware)],
+        # API rate limits (app/tenants/request_limits.py) around the authentication: refusals (401) per
+        # client IP before it, the budget of the principal's token or client after it
+        middleware=[
+            DefineMiddleware(RequestLimitMiddleware, kind="refused"),
+            DefineMiddleware(BearerAuthMiddleware),
+            DefineMiddleware(RequestLimitMiddleware),
+        ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "limit_offset": Provide(provide_limit_offset, sync_to_thread=False),

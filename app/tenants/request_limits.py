@@ -28,6 +28,7 @@ from limits.aio.storage import RedisStorage
 from limits.errors import StorageError
 from litestar import Litestar
 from litestar.config.app import AppConfig
+from litestar.exceptions import NotAuthorizedException
 from litestar.plugins import InitPluginProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.exceptions import RedisError
@@ -46,9 +47,10 @@ PAUSE_SECONDS = 5.0
 #: a Redis that does not answer within this long counts as down for the request at hand
 TIMEOUT_SECONDS = 0.5
 
-Bucket = Literal["credential", "oauth", "login"]
+Bucket = Literal["credential", "refused", "oauth", "login"]
 DETAILS: dict[Bucket, str] = {
     "credential": "This token has spent its {limit} API requests for this minute. Try again in {wait} seconds.",
+    "refused": "Too many requests without a valid token from your address. Try again in {wait} seconds.",
     "oauth": "Too many token requests from your address. Try again in {wait} seconds.",
     "login": "Too many sign-in attempts from your network. Try again in {wait} seconds.",
 }
@@ -145,14 +147,17 @@ def bucket_of(kind: Bucket, scope: Scope, settings: RateLimitSettings) -> tuple[
         return f"token:{principal.token_id or principal.id}", budget
     client = scope.get("client")
     ip = client[0] if client and client[0] else "unknown"
-    return f"{kind}:{_hashed(ip)}", settings.oauth_per_ip if kind == "oauth" else settings.login_per_ip
+    # a request refused for its token is a credential attempt, as a token request is: the same budget
+    return f"{kind}:{_hashed(ip)}", settings.login_per_ip if kind == "login" else settings.oauth_per_ip
 
 
 class RequestLimitMiddleware:
     """Spends one request of the caller's bucket; 429 past the budget, else the answer gets the headers.
 
     ``kind="credential"`` goes after the bearer authentication (it reads the principal);
-    ``"oauth"`` and ``"login"`` count per client IP."""
+    ``"refused"`` before it: it counts the requests it refuses (401: no valid token, hence no
+    budget of their own) per client IP, so that they too carry the headers and a flood of guessed
+    tokens meets a 429 rather than a token lookup each; ``"oauth"`` and ``"login"`` count per client IP."""
 
     def __init__(self, app: ASGIApp, kind: Bucket = "credential") -> None:
         self.app = app
@@ -160,6 +165,9 @@ class RequestLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter: RequestLimiter | None = scope["app"].state.get(STATE_KEY) if scope["type"] == "http" else None
+        if self.kind == "refused":
+            await self._counting_refusals(limiter, scope, receive, send)
+            return
         found = bucket_of(self.kind, scope, limiter.settings) if limiter else None
         window = await limiter.hit(*found) if limiter and found else None
         if window is None:
@@ -175,6 +183,22 @@ class RequestLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    async def _counting_refusals(
+        self, limiter: RequestLimiter | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except NotAuthorizedException as exc:
+            found = bucket_of(self.kind, scope, limiter.settings) if limiter else None
+            window = await limiter.hit(*found) if limiter and found else None
+            if window is None:
+                raise
+            if not window.allowed:
+                detail = DETAILS[self.kind].format(limit=window.limit, wait=window.reset)
+                raise TooManyRequests(detail, window.headers()) from exc
+            exc.headers = {**(exc.headers or {}), **window.headers()}
+            raise
 
 
 class RequestLimitsPlugin(InitPluginProtocol):
