@@ -148,6 +148,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    """Requests allowed a minute (0: no limit), counted in Redis and shared by every web process
+    (``app/tenants/request_limits.py``, docs/decisions/0034)."""
+
+    #: per bearer token (an API client's tokens share one budget); a sysadmin may set another per organization
+    api_per_token: int = 1200
+    #: ``POST /oauth/token`` per client IP
+    oauth_per_ip: int = 60
+    #: the sign-in form (``POST /login``) per client IP; failures are also throttled per account (0003)
+    login_per_ip: int = 30
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings
     redis: RedisSettings
@@ -159,6 +172,7 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -221,6 +235,11 @@ class Settings:
             log_level=_env("LOG_LEVEL", "INFO").upper(),
             log_json=_env_bool("LOG_JSON"),
             metrics=MetricsSettings(token=_env("METRICS_TOKEN").strip()),
+            rate_limits=RateLimitSettings(
+                api_per_token=max(_env_int("API_RATE_LIMIT", 1200), 0),
+                oauth_per_ip=max(_env_int("OAUTH_RATE_LIMIT_IP", 60), 0),
+                login_per_ip=max(_env_int("LOGIN_RATE_LIMIT_IP", 30), 0),
+            ),
         )
 
 

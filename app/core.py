@@ -41,6 +41,7 @@ from app.logging import configure_logging
 from app.messaging.coordinator import Coordinator
 from app.queues import DEFAULT_QUEUE, make_queues
 from app.servicehost.registry import load_registry, startup_check
+from app.tenants.request_limits import RequestLimitsPlugin
 from app.web.errors import web_exception_handler
 from app.web.router import make_web_router
 from app.web.security_headers import security_headers_hook
@@ -118,7 +119,12 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
         )
         app_config.template_config = templates
         app_config.plugins.extend(
-            [SQLAlchemyPlugin(config=self.sqlalchemy), HTMXPlugin(), FlashPlugin(config=FlashConfig(templates))]
+            [
+                SQLAlchemyPlugin(config=self.sqlalchemy),
+                HTMXPlugin(),
+                FlashPlugin(config=FlashConfig(templates)),
+                RequestLimitsPlugin(settings),  # API rate limits: app/tenants/request_limits.py
+            ]
         )
         app_config.csrf_config = CSRFConfig(
             secret=settings.security.secret_key,

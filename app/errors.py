@@ -87,6 +87,17 @@ class Conflict(Exception):
     status_code: ClassVar[int] = 409
 
 
+class TooManyRequests(Exception):
+    """429: a request budget is spent (``app/tenants/request_limits.py``); ``headers`` carry
+    ``Retry-After`` and the ``RateLimit-*`` fields."""
+
+    status_code: ClassVar[int] = 429
+
+    def __init__(self, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.headers = headers
+
+
 def _validation_errors(extra: Any) -> list[dict[str, Any]]:
     errors: list[dict[str, Any]] = []
     if isinstance(extra, list):
@@ -130,6 +141,8 @@ def classify(exc: Exception) -> tuple[int, str, list[dict[str, Any]] | None, dic
         return exc.status_code, exc.detail, _field_errors(exc), {}
     if isinstance(exc, BadRequest | RequestTooLarge | PaymentRequired | Forbidden | Conflict):
         return exc.status_code, str(exc), None, {}
+    if isinstance(exc, TooManyRequests):
+        return exc.status_code, str(exc), None, dict(exc.headers)
     if isinstance(exc, NotFoundError):
         return NotFound.status_code, NOT_FOUND_DETAIL, None, {}
     if isinstance(exc, DuplicateKeyError | IntegrityError | ForeignKeyError | sa_exc.IntegrityError):

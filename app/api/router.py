@@ -24,6 +24,7 @@ from app.api.services import ServiceController
 from app.api.stats import StatsController
 from app.api.webhooks import WebhookController
 from app.tenants.auth import BearerAuthMiddleware
+from app.tenants.request_limits import RequestLimitMiddleware
 
 API_CONTROLLERS = [MeController, OrganizationController, OwnOrganizationController]
 API_CONTROLLERS += [UserController, ApiClientController, TokenController]
@@ -37,7 +38,13 @@ def make_api_router() -> Router:
     return Router(
         path="/api/v1",
         route_handlers=API_CONTROLLERS,
-        middleware=[DefineMiddleware(BearerAuthMiddleware)],
+        # API rate limits (app/tenants/request_limits.py) around the authentication: refusals (401) per
+        # client IP before it, the budget of the principal's token or client after it
+        middleware=[
+            DefineMiddleware(RequestLimitMiddleware, kind="refused"),
+            DefineMiddleware(BearerAuthMiddleware),
+            DefineMiddleware(RequestLimitMiddleware),
+        ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "limit_offset": Provide(provide_limit_offset, sync_to_thread=False),

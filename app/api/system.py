@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from litestar import Request, Response, get, post
+from litestar.middleware.base import DefineMiddleware
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_200_OK
 from redis.asyncio import Redis
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.documented_errors import oauth_responses
 from app.config import Settings
 from app.tenants.oauth import issue_token
+from app.tenants.request_limits import RequestLimitMiddleware
 
 
 @get("/health", tags=["system"], summary="Alive", exclude_from_auth=True)
@@ -59,6 +61,7 @@ async def ready(db_session: AsyncSession, redis: Redis) -> Response[dict[str, An
             429: "Too many token requests from this address; see `Retry-After`.",
         }
     ),
+    middleware=[DefineMiddleware(RequestLimitMiddleware, kind="oauth")],  # per client IP
 )
 async def oauth_token(request: Request[Any, Any, Any], db_session: AsyncSession, settings: Settings) -> Response[Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -47,6 +47,8 @@ def _organization(obj: Any, changed: set[str]) -> str | None:
         return "suspended" if obj.suspended else "reactivated"
     if changed == {"default_servicechain_id"}:
         return "default_chain_changed"
+    if changed == {"api_rate_limit"}:
+        return "rate_limit_changed"
     return None
 
 

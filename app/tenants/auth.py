@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -78,6 +79,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
             else:
                 check_organization(org, owner.role)
                 principal = principal_for_user(owner, scopes, token.id)
+            # API rate limits (app/tenants/request_limits.py): the organization's own budget rides on the principal
+            if org is not None and org.api_rate_limit is not None:
+                principal = dataclasses.replace(principal, rate_limit=org.api_rate_limit)
             token_id = token.id
             now = utcnow()
             last = token.last_used_at

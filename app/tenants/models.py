@@ -40,6 +40,9 @@ class Organization(Base):
     default_servicechain_id: Mapped[UUID | None] = mapped_column(
         ForeignKey("servicechain.id", ondelete="SET NULL", use_alter=True), default=None
     )
+    #: API requests a minute per token (or API client), set by a sysadmin; None: the instance default
+    #: (``VOLUBLE_API_RATE_LIMIT``). See app/tenants/request_limits.py.
+    api_rate_limit: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class User(Base):

@@ -45,6 +45,9 @@ class Principal:
     token_id: UUID | None = None
     #: the browser session (``web_session.id``) this principal came from, if any
     session_id: UUID | None = None
+    #: the organization's API budget (requests a minute per token) when a sysadmin set one; None: the
+    #: instance default (``app/tenants/request_limits.py``)
+    rate_limit: int | None = None
 
     @property
     def is_sysadmin(self) -> bool:

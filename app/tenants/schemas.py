@@ -26,6 +26,12 @@ Email = Annotated[str, msgspec.Meta(min_length=3, max_length=320, pattern=EMAIL_
 # forms do: a password that cannot be typed into the sign-in page would lock its owner out).
 Password = Annotated[Line, msgspec.Meta(max_length=1024, description="At least 10 characters.")]
 Credits = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+RateBudget = Annotated[
+    int,
+    msgspec.Meta(
+        ge=1, le=1_000_000, description="API requests a minute per token or API client; null: the instance default."
+    ),
+]
 ScopeList = Annotated[list[Annotated[Line, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=20)]
 
 
@@ -44,6 +50,8 @@ class Organization(msgspec.Struct):
     updated_at: datetime
     #: the chain a message uses when neither the request nor the contact names one
     default_servicechain_id: UUID | None
+    #: API requests a minute per token or API client (set by a sysadmin); None: the instance default
+    api_rate_limit: int | None
 
 
 class OwnOrganizationUpdate(Struct):
@@ -61,6 +69,7 @@ class OrganizationCreate(Struct):
     plan: PlanName = "PAYG"
     credits: Credits = 0
     suspended: bool = False
+    api_rate_limit: RateBudget | None = None
 
 
 class OrganizationUpdate(Struct):
@@ -68,6 +77,7 @@ class OrganizationUpdate(Struct):
     plan: PlanName | UnsetType = UNSET
     credits: Credits | UnsetType = UNSET
     suspended: bool | UnsetType = UNSET
+    api_rate_limit: RateBudget | UnsetType | None = UNSET
 
 
 class User(msgspec.Struct):

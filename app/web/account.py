@@ -7,6 +7,7 @@ from uuid import UUID
 
 from litestar import Controller, Response, get, post
 from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
 from litestar.params import Parameter
 from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
@@ -20,6 +21,7 @@ from app.tenants.deps import service
 from app.tenants.guards import requires_principal
 from app.tenants.principal import Principal
 from app.tenants.ratelimit import RateLimit
+from app.tenants.request_limits import RequestLimitMiddleware
 from app.tenants.services import AccountService, PasswordResetService
 from app.tenants.sessions import WebSessionService, describe_agent
 from app.tenants.throttle import LoginThrottle
@@ -68,7 +70,7 @@ class SessionController(Controller):
             return Redirect(safe_local_path(next_url), status_code=303)
         return page("auth/login.html", {"next": safe_local_path(next_url, ""), "email": "", "errors": FormErrors()})
 
-    @post("/login")
+    @post("/login", middleware=[DefineMiddleware(RequestLimitMiddleware, kind="login")])  # per client IP
     async def login(
         self, request: HTMXRequest, db_session: AsyncSession, throttle: LoginThrottle, accounts: AccountService
     ) -> Response[Any]:

@@ -10,13 +10,14 @@ from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.tenants.deps import scoped, service
 from app.tenants.guards import requires_sysadmin
 from app.tenants.models import Organization, Role
 from app.tenants.principal import Principal
 from app.tenants.services import OrganizationService, UserService
 from app.web.common import FormErrors, ListView, catching, checked, done, page, paged, read_form, see_other, text
-from app.web.forms import new_user_fields, organization_fields
+from app.web.forms import new_user_fields, organization_fields, rate_limit_field
 
 LIST_URL = "/admin/organizations"
 LIST = ListView(
@@ -63,10 +64,13 @@ class OrganizationPages(Controller):
         organizations: OrganizationService,
         db_session: AsyncSession,
         page_number: int,
+        settings: Settings,
         *,
         form: dict[str, Any] | None = None,
         errors: FormErrors | None = None,
         status: int = 200,
+        limit_form: dict[str, Any] | None = None,
+        limit_errors: FormErrors | None = None,
     ) -> Response[Any]:
         org = await organizations.get(organization_id)
         users = scoped(UserService, db_session, org.id)
@@ -75,14 +79,48 @@ class OrganizationPages(Controller):
             "users": await paged(users, page_number, url=f"{LIST_URL}/{org.id}"),
             "form": form or {"email": "", "name": ""},
             "errors": errors or FormErrors(),
+            "default_rate_limit": settings.rate_limits.api_per_token,
+            "limit_form": limit_form or {"api_rate_limit": org.api_rate_limit or ""},
+            "limit_errors": limit_errors or FormErrors(),
         }
         return page("admin/organization_detail.html", context, status=status)
 
     @get("/{organization_id:uuid}", name="admin-organization")
     async def organization_detail(
-        self, organization_id: UUID, organizations: OrganizationService, db_session: AsyncSession, page_number: int
+        self,
+        organization_id: UUID,
+        organizations: OrganizationService,
+        db_session: AsyncSession,
+        page_number: int,
+        settings: Settings,
     ) -> Response[Any]:
-        return await self._detail_page(organization_id, organizations, db_session, page_number)
+        return await self._detail_page(organization_id, organizations, db_session, page_number, settings)
+
+    @post("/{organization_id:uuid}/rate-limit")
+    async def set_rate_limit(
+        self,
+        request: HTMXRequest,
+        organization_id: UUID,
+        organizations: OrganizationService,
+        db_session: AsyncSession,
+        settings: Settings,
+    ) -> Response[Any]:
+        """The organization's API budget (requests a minute per token); blank: the instance default."""
+        await organizations.get(organization_id)  # another id: 404 before reading the form
+        form = await read_form(request)
+        errors = FormErrors()
+        budget = rate_limit_field(form, errors)
+        if errors:
+            limit_form = {"api_rate_limit": text(form, "api_rate_limit", 40)}
+            return await self._detail_page(
+                organization_id, organizations, db_session, 1, settings,
+                status=422, limit_form=limit_form, limit_errors=errors,
+            )  # fmt: skip
+        org = await organizations.update({"api_rate_limit": budget}, item_id=organization_id)
+        default = settings.rate_limits.api_per_token
+        shown = f"{budget:,} API requests a minute per token" if budget else f"the default ({default:,} a minute)"
+        flash(request, f"“{org.name}” now has {shown}.", "success")
+        return await see_other(db_session, f"{LIST_URL}/{org.id}")
 
     @post("/{organization_id:uuid}/suspension")
     async def set_suspension(
@@ -112,6 +150,7 @@ class OrganizationPages(Controller):
         organizations: OrganizationService,
         db_session: AsyncSession,
         principal: Principal,
+        settings: Settings,
     ) -> Response[Any]:
         org: Organization = await organizations.get(organization_id)
         form = await read_form(request)
@@ -125,5 +164,5 @@ class OrganizationPages(Controller):
                 return await see_other(db_session, f"{LIST_URL}/{org.id}")
         data.pop("password", None)
         return await self._detail_page(
-            organization_id, organizations, db_session, 1, form=data, errors=errors, status=422
+            organization_id, organizations, db_session, 1, settings, form=data, errors=errors, status=422
         )

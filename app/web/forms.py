@@ -87,3 +87,19 @@ def expiry_days(form: FormMultiDict, errors: FormErrors) -> int | None:
         errors.add("expires_in_days", "Choose when the token expires.")
         return None
     return days
+
+
+#: the largest API budget a sysadmin may give an organization (requests a minute per token), as the API
+MAX_RATE_LIMIT = 1_000_000
+
+
+def rate_limit_field(form: FormMultiDict, errors: FormErrors) -> int | None:
+    """An organization's API budget: blank is the instance default (None), else a whole number."""
+    raw = text(form, "api_rate_limit", 40).replace(",", "").replace("_", "").strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_RATE_LIMIT:
+        problem = f"Enter a whole number of requests a minute, from 1 to {MAX_RATE_LIMIT:,}, or leave it blank."
+        errors.add("api_rate_limit", problem)
+        return None
+    return int(raw)
