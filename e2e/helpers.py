@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from e2e.conftest import Server
 from e2e.test_foundation import sign_out
@@ -57,8 +57,7 @@ def new_chain(page: Page, name: str, services: list[str]) -> None:
 def import_contacts(page: Page, csv: str, created: int) -> None:
     """Import ``csv`` on the contacts' import page; ``created`` rows must be created."""
     page.goto("/contacts/import")
-    page.get_by_label("CSV file").set_input_files(
-        files=[{"name": "contacts.csv", "mimeType": "text/csv", "buffer": csv.encode()}]
-    )
+    upload: FilePayload = {"name": "contacts.csv", "mimeType": "text/csv", "buffer": csv.encode()}
+    page.get_by_label("CSV file").set_input_files(files=[upload])
     page.get_by_role("button", name="Import").click()
     expect(page.get_by_test_id("import-created")).to_have_text(str(created))
