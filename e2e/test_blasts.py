@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from e2e.conftest import Server
 from e2e.helpers import import_contacts, new_chain, new_organization, sign_in_as
-from e2e.test_foundation import shot
+from e2e.test_foundation import PHONE, WIDER_THAN_VIEWPORT, shot
 from e2e.test_messaging import settled
 
 pytestmark = pytest.mark.e2e
@@ -67,10 +67,17 @@ def test_create_a_blast_and_watch_it_complete(page: Page, server: Server, artifa
     assert page.evaluate("window.__stillTheSamePage === true"), "the page reloaded"
     expect(status).not_to_have_attribute("hx-trigger", "every 1s")  # polling stopped once it ended
     shot(page, artifacts, "61-blast-completed")
+    page.set_viewport_size(PHONE)  # responsive: nothing wider than a phone's screen
+    width, wide = page.evaluate(WIDER_THAN_VIEWPORT)
+    assert width <= PHONE["width"], wide
+    shot(page, artifacts, "61-blast-completed-phone")
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     # --- The list shows it completed, with its progress bar.
     page.get_by_role("link", name="Blasts", exact=True).first.click()
     row = page.locator("tr", has_text="Spring newsletter")
     expect(row.locator("[data-blast-state='completed']")).to_be_visible()
     expect(row.locator(".blast-progress")).to_have_attribute("data-progress", "100")
+    width, wide = page.evaluate(WIDER_THAN_VIEWPORT)  # the navigation of an org admin fits a laptop's screen
+    assert width <= 1280, wide
     shot(page, artifacts, "62-blast-list")
