@@ -15,6 +15,7 @@ from saq import Queue
 from sqlalchemy import ColumnElement, case, false, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import noload
 
 from app.audit.services import record
 from app.blasts import schemas
@@ -221,3 +222,32 @@ class BlastService(OrgScopedService[Blast]):
                 await credits.release_many(self.session, self.organization_id, moved)
             if not ids:
                 return
+
+    # ------------------------------------------------------------------ before sending (the create page)
+
+    async def audience_count(self, contact_ids: Sequence[UUID], category_ids: Sequence[UUID]) -> tuple[int, int]:
+        """(who would get the blast, opted-out members left out) for this selection, counted as
+        :meth:`accept` counts it: the union, each contact once; ids of other organizations count nothing."""
+        if not contact_ids and not category_ids:
+            return 0, 0
+        opted_out_sum = func.coalesce(func.sum(case((Contact.opted_out.is_(True), 1), else_=0)), 0)
+        members = self._members(contact_ids, category_ids)
+        total, opted_out = (await self.session.execute(select(func.count(), opted_out_sum).where(members))).one()
+        return int(total) - int(opted_out), int(opted_out)
+
+    async def sample_members(
+        self, contact_ids: Sequence[UUID], category_ids: Sequence[UUID], limit: int = 20
+    ) -> list[Contact]:
+        """The first audience members (in the fan-out's order, opted-out ones left out): whom a preview
+        may be rendered for."""
+        if not contact_ids and not category_ids:
+            return []
+        members = self._members(contact_ids, category_ids)
+        query = (
+            select(Contact)
+            .where(members, Contact.opted_out.is_(False))
+            .order_by(Contact.id)
+            .limit(limit)
+            .options(noload(Contact.categories))
+        )
+        return list(await self.session.scalars(query))

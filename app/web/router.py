@@ -12,6 +12,8 @@ from app.web.account import PasswordController, SessionController
 from app.web.admin import OrganizationPages
 from app.web.audit import AuditPages
 from app.web.auth import WebSessionAuthMiddleware
+from app.web.blast_compose import BlastComposePages
+from app.web.blasts import BlastPages
 from app.web.categories import CategoryPages
 from app.web.chains import ChainPages
 from app.web.clients import ClientPages
@@ -39,6 +41,8 @@ WEB_CONTROLLERS: list[type] = [
     ServicePages,
     ChainPages,
     MessagePages,
+    BlastComposePages,
+    BlastPages,
     SettingsPages,
     WebhookPages,
     AuditPages,

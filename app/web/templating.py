@@ -14,10 +14,20 @@ from app.messaging.labels import IN_FLIGHT, STATE_LABELS
 ROLE_LABELS: dict[str, str] = {"sysadmin": "Sysadmin", "org_admin": "Organization admin", "user": "User"}
 ROLE_BADGES: dict[str, str] = {**ROLE_LABELS, "org_admin": "Org admin"}
 
+#: what each state of a blast is called on the pages
+BLAST_STATE_LABELS: dict[str, str] = {
+    "scheduled": "Scheduled",
+    "fanning_out": "Preparing",
+    "sending": "Sending",
+    "completed": "Completed",
+    "cancelled": "Cancelled",
+}
+
 GLOBALS: dict[str, Any] = {
     "role_badges": ROLE_BADGES,
     "state_labels": STATE_LABELS,
     "in_flight_states": IN_FLIGHT,
+    "blast_state_labels": BLAST_STATE_LABELS,
 }
 
 
