@@ -1,13 +1,19 @@
 """Stats benchmark: the dashboard's figures (``GET /api/v1/stats``, 30 days) over 1,000,000 messages on PostgreSQL.
 
-    uv run python bench/stats.py [-n 1000000] [--days 60] [--runs 5] [--database-url URL] [--reuse]
+    uv run python bench/stats.py [-n 1000000] [--days 60] [--runs 5] [--database-url URL] [--reuse] [--explain]
 
-Creates a fresh database (``voluble_bench_stats`` on the server of ``--database-url``, dropped first),
+Creates a fresh database (``voluble_h4_bench`` on the server of ``--database-url``, dropped first),
 the schema from the models (with the indexes of migration 0008), one ``PAY_IN_ADVANCE`` organization
 with ``-n`` messages spread over the last ``--days`` days in every state, one attempt each (a fifth of
 them a second one, the fallback), written with ``COPY``; ``VACUUM ANALYZE``; then times
-:meth:`app.messaging.stats.Stats.figures` for the last 30 days, ``--runs`` times, and prints the best and
-the median, and the plans of the two biggest queries.
+:meth:`app.messaging.stats.Stats.figures` for the last 30 days, ``--runs`` times (best and median):
+
+* the **baseline**: without a rollup, every message of the window counted live (the code before 0032);
+* the rollup of the closed days made (:func:`app.messaging.rollup.roll_up`: the first run and a cron run
+  after it, timed), then the figures again — they must equal the baseline's;
+* after a late receipt (a message of ten days ago moved to ``MSG_DELIVERED_USER``): its day counted live.
+
+``--explain`` prints the plans of the two biggest live queries.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DB_NAME = "voluble_bench_stats"
+DB_NAME = "voluble_h4_bench"
 STATES = ["MSG_SENT", "MSG_DELIVERED_SERVICE", "MSG_DELIVERED_USER", "MSG_READ", "MSG_FAILED", "MSG_RECEIVED"]
 
 
@@ -133,21 +140,66 @@ async def load(dsn: str, n: int, days: int) -> uuid.UUID:
     return org
 
 
-async def measure(dsn: str, org: uuid.UUID, runs: int) -> list[float]:
+async def measure(dsn: str, org: uuid.UUID, runs: int, window: Any, title: str) -> tuple[list[float], Any]:
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
-    from app.messaging.stats import Stats, Window
+    from app.messaging.stats import Stats
 
     engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
     times = []
     async with AsyncSession(engine) as session:
         for _ in range(runs + 1):  # the first run warms the caches and is not counted
             started = time.perf_counter()
-            figures = await Stats(session=session, organization_id=org).figures(Window.parse())
+            figures = await Stats(session=session, organization_id=org).figures(window)
             times.append((time.perf_counter() - started) * 1000)
-        print(f"  30 days: {figures.total:,} messages counted, {len(figures.services)} services")
     await engine.dispose()
-    return times[1:]
+    times = times[1:]
+    print(
+        f"  {title}: best {min(times):.0f} ms, median {statistics.median(times):.0f} ms"
+        f" ({figures.total:,} messages counted, {len(figures.services)} services)"
+    )
+    return times, figures
+
+
+async def roll_up(dsn: str, org: uuid.UUID, title: str) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from app.messaging.rollup import roll_up
+
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    async with AsyncSession(engine) as session:
+        started = time.perf_counter()
+        days = await roll_up(session, org)
+        await session.commit()
+        print(f"  {title}: {days} days counted in {(time.perf_counter() - started) * 1000:.0f} ms")
+    await engine.dispose()
+
+
+async def late_receipt(dsn: str, org: uuid.UUID) -> None:
+    """A message of ten days ago is delivered now (a late receipt): its day is counted live again."""
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    from app.messaging import state
+    from app.messaging.models import Message, MessageState
+
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    async with AsyncSession(engine) as session:
+        ten_days_ago = datetime.now(UTC) - timedelta(days=10)
+        message_id = await session.scalar(
+            select(Message.id)
+            .where(Message.organization_id == org, Message.state == MessageState.SENT)
+            .where(Message.created_at < ten_days_ago)
+            .order_by(Message.created_at.desc())
+            .limit(1)
+        )
+        assert message_id is not None and await state.move(session, message_id, MessageState.DELIVERED_USER)
+        await session.commit()
+    await engine.dispose()
+
+
+def same(a: Any, b: Any) -> bool:
+    return (a.per_day, a.services, a.chains, a.credits) == (b.per_day, b.services, b.chains, b.credits)
 
 
 async def explain(dsn: str, org: uuid.UUID) -> None:
@@ -180,6 +232,7 @@ async def main() -> None:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--explain", action="store_true", help="print the plans of the two biggest live queries")
     parser.add_argument("--reuse", action="store_true", help=f"measure the {DB_NAME} of an earlier run again")
     args = parser.parse_args()
     server = args.database_url.replace("postgresql+asyncpg://", "postgresql://")
@@ -197,10 +250,45 @@ async def main() -> None:
         started = time.perf_counter()
         org = await load(dsn, args.n, args.days)
         print(f"  loaded in {time.perf_counter() - started:.0f} s")
-    times = await measure(dsn, org, args.runs)
-    await explain(dsn, org)
+    from app.messaging.stats import Window
+
+    await reset_rollup(dsn, org)
+    window = Window.parse()
+    print(f"stats for 30 days over {args.n:,} messages:")
+    baseline, live = await measure(dsn, org, args.runs, window, "baseline, every message counted live (before)")
+    await roll_up(dsn, org, "first rollup of the whole history")
+    await roll_up(dsn, org, "a cron run after it")
+    times, rolled = await measure(dsn, org, args.runs, window, "with the rollup of closed days")
+    assert same(live, rolled), "the rollup changed a figure"
+    await late_receipt(dsn, org)
+    late, _ = await measure(dsn, org, args.runs, window, "after a late receipt on a rolled-up day")
+    await roll_up(dsn, org, "the next cron run")
+    if args.explain:
+        await explain(dsn, org)
     best, median = min(times), statistics.median(times)
-    print(f"\nstats for 30 days over {args.n:,} messages: best {best:.0f} ms, median {median:.0f} ms")
+    print(
+        f"\nstats for 30 days over {args.n:,} messages: best {best:.0f} ms, median {median:.0f} ms"
+        f" (baseline {min(baseline):.0f} / {statistics.median(baseline):.0f} ms:"
+        f" {statistics.median(baseline) / median:.1f}x faster; after a late receipt {statistics.median(late):.0f} ms)"
+    )
+
+
+async def reset_rollup(dsn: str, org: uuid.UUID) -> None:
+    """The rollup's tables (an older run's database may lack them), emptied: the baseline counts live."""
+    import asyncpg
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    import app.models  # noqa: F401  (every table)
+    from app.db.base import metadata
+
+    engine = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    await engine.dispose()
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("DELETE FROM message_stats_day WHERE organization_id = $1", org)
+    await conn.execute("DELETE FROM message_stats_rollup WHERE organization_id = $1", org)
+    await conn.close()
 
 
 if __name__ == "__main__":
