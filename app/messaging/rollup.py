@@ -6,8 +6,9 @@ writer, and nothing on the accept or send path writes here (no hot counter row).
   organization, each closed UTC day with :class:`app.messaging.counts.Counts` — the very queries the
   live figures use — into :class:`StatsDay` rows, and records in :class:`StatsRollup` that the days
   before ``rolled_until`` are rolled up as the messages were at ``fresh_as_of``. A run recounts the days
-  touched by the messages changed since the previous run's ``fresh_as_of`` (a late receipt), the new
-  closed days, and always the last :data:`RECHECK_DAYS` of them.
+  touched by the messages changed since the previous run's ``fresh_as_of`` (a late receipt) and, once a
+  day, the day that closed and the :data:`RECHECK_DAYS` before it. An organization with nothing
+  changed is skipped.
 * :func:`covered_days` tells :mod:`app.messaging.stats` which days of a window it may read from the
   rollup: those before ``rolled_until``, less the days of any message changed since ``fresh_as_of`` (one
   range of the index ``(organization_id, updated_at)``), which are counted live — so the figures are
@@ -23,13 +24,13 @@ from collections import Counter
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, Select, delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import utcnow
 from app.logging import get_logger
 from app.messaging.counts import ALL_KINDS, Counts, Span, Tally, start_of
-from app.messaging.models import StatsDay, StatsRollup
+from app.messaging.models import Message, StatsDay, StatsRollup
 from app.tenants.models import Organization
 
 log = get_logger(__name__)
@@ -81,9 +82,10 @@ async def roll_up(session: AsyncSession, organization_id: UUID, now: datetime | 
     if state is None:
         days = await counts.days_with_data(None, start_of(close))
     else:
-        stale = min(state.rolled_until - timedelta(days=RECHECK_DAYS), close)
         days = await counts.changed_days(state.fresh_as_of, start_of(state.rolled_until))
-        days |= await counts.days_with_data(start_of(stale), start_of(close))
+        if state.rolled_until < close:  # a new day closed: count it, and the last ones again
+            stale = state.rolled_until - timedelta(days=RECHECK_DAYS)
+            days |= await counts.days_with_data(start_of(stale), start_of(close))
     days = {d for d in days if d < close}
     gone: list[ColumnElement[bool]] = [StatsDay.day.in_(sorted(days))] if days else []
     if stale is not None:
@@ -99,16 +101,33 @@ async def roll_up(session: AsyncSession, organization_id: UUID, now: datetime | 
     if state is None:
         session.add(StatsRollup(organization_id=organization_id, rolled_until=close, fresh_as_of=fresh))
     else:
-        state.rolled_until, state.fresh_as_of = max(close, state.rolled_until), fresh
+        state.rolled_until, state.fresh_as_of = max(close, state.rolled_until), max(fresh, state.fresh_as_of)
     await session.flush()
     return len(days)
 
 
+def _due(close: date) -> Select[tuple[UUID]]:
+    """The organizations whose rollup has work: none yet, a day closed since, or a message changed since
+    (one step on the index ``(organization_id, updated_at)`` each)."""
+    changed = (
+        select(Message.id)
+        .where(Message.organization_id == Organization.id, Message.updated_at >= StatsRollup.fresh_as_of)
+        .exists()
+    )
+    return (
+        select(Organization.id)
+        .outerjoin(StatsRollup, StatsRollup.organization_id == Organization.id)
+        .where(or_(StatsRollup.id.is_(None), StatsRollup.rolled_until < close, changed))
+        .order_by(Organization.id)
+    )
+
+
 async def roll_up_all(sessions: async_sessionmaker[AsyncSession], now: datetime | None = None) -> dict[str, int]:
-    """:func:`roll_up` for every organization, each in its own short transaction; one that fails is
-    logged and tried again by the next run."""
+    """:func:`roll_up` for every organization that has work, each in its own short transaction; one that
+    fails is logged and tried again by the next run."""
+    now = now or utcnow()
     async with sessions() as session:
-        ids = list(await session.scalars(select(Organization.id).order_by(Organization.id)))
+        ids = list(await session.scalars(_due((now - MARGIN).date())))
     done = days = failed = 0
     for organization_id in ids:
         async with sessions() as session:
