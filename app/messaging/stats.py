@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.clock import utcnow
 from app.errors import NotFound, ValidationProblem
 from app.messaging import rollup
-from app.messaging.counts import ALL_KINDS, DAY_KINDS, DELIVERED, RECENT_KINDS, Counts, Span, Tally
+from app.messaging.counts import ALL_KINDS, DAY_KINDS, DELIVERED, RECENT_KINDS, Counts, Span, Tally, unindexed
 from app.messaging.models import Direction, Message, MessageState, Servicechain
 from app.tenants.models import Organization, Plan
 from app.tenants.principal import Principal
@@ -302,7 +302,8 @@ class Stats:
     async def latest_replies(self, limit: int = LATEST_REPLIES) -> list[Reply]:
         statement = self._own(
             select(Message.id, Message.contact_id, Message.content, Message.service, Message.created_at)
-            .where(Message.direction == Direction.INCOMING)
+            # the newest first along (organization_id, created_at), not all incoming ones sorted (SQLite)
+            .where(unindexed(Message.direction) == Direction.INCOMING)
             .order_by(Message.created_at.desc())
             .limit(limit),
             Message.organization_id,
