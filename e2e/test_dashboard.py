@@ -1,8 +1,9 @@
 """Issue 11 items 3 and 5 in a real browser: an organization sends through Twilio (a local server speaking
 its API); the open message log shows Twilio's delivery receipt without a reload (htmx polling answered
 304 while nothing changed); the dashboard draws the chart of messages per day (uPlot, vendored) next to
-its table, and its figures update by themselves when the contact replies. Any CSP violation fails the
-test (the ``context`` fixture)."""
+its table, and its figures update by themselves when the contact replies; a message's detail page shows
+the delivery receipt of a message sent after that, without a reload. Any CSP violation fails the test
+(the ``context`` fixture)."""
 
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def test_live_log_and_dashboard_chart(page: Page, server: Server, artifacts: Pat
     page.get_by_label("Default servicechain").select_option(label="SMS")
     page.get_by_role("button", name="Create contact").click()
     expect(page.get_by_role("heading", name="Dan")).to_be_visible()
+    contact_url = page.url
     page.get_by_label("Reply to Dan").fill("Dinner at eight?")
     page.get_by_role("button", name="Send reply").click()
     deadline = time.monotonic() + 30
@@ -115,3 +117,23 @@ def test_live_log_and_dashboard_chart(page: Page, server: Server, artifacts: Pat
     settled(page)
     assert page.evaluate("window.__stillTheSamePage === true"), "the page reloaded"
     shot(page, artifacts, "51-dashboard-chart")
+
+    # --- A message's detail follows it past MSG_SENT: Twilio gives receipts, so it keeps watching.
+    page.goto(contact_url)
+    page.get_by_label("Reply to Dan").fill("See you there")
+    page.get_by_role("button", name="Send reply").click()
+    deadline = time.monotonic() + 30
+    while len(twilio.sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = twilio.sent[-1]
+    page.goto("/messages")
+    page.locator("#message-list tr", has_text="See you there").locator("a.snippet").click()
+    status = page.locator("#message-status")
+    expect(page.get_by_test_id("message-state")).to_have_text("MSG_SENT", timeout=30_000)
+    expect(status).to_have_attribute("hx-trigger", "every 5s")  # watching for a receipt
+    page.evaluate("window.__stillTheSamePage = true")
+    deliver(twilio.status_callback(second, "delivered"))
+    expect(page.get_by_test_id("message-state")).to_have_text("MSG_DELIVERED_USER", timeout=15_000)
+    settled(page)
+    assert page.evaluate("window.__stillTheSamePage === true"), "the page reloaded"
+    shot(page, artifacts, "52-message-detail-receipt")

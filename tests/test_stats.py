@@ -59,6 +59,8 @@ class Built:
     org: Organization
     rows: list[Row]
     chain_ids: dict[str, uuid.UUID]
+    #: the id of each row's message, in the order of ``rows``
+    ids: list[uuid.UUID] = field(default_factory=list)
 
 
 def plan_rows(rng: random.Random, now: datetime, count: int) -> list[Row]:
@@ -101,6 +103,7 @@ async def build(sessions: async_sessionmaker[AsyncSession], world: World, seed: 
         }
         session.add_all([contact, *chains.values()])
         await session.flush()
+        ids = []
         for row in rows:
             message = Message(
                 organization_id=org.id,
@@ -118,6 +121,7 @@ async def build(sessions: async_sessionmaker[AsyncSession], world: World, seed: 
             )
             session.add(message)
             await session.flush()
+            ids.append(message.id)
             for seq, (service, outcome) in enumerate(row.attempts):
                 session.add(
                     Attempt(
@@ -130,7 +134,7 @@ async def build(sessions: async_sessionmaker[AsyncSession], world: World, seed: 
                     )
                 )
         await session.commit()
-        return Built(org, rows, {name: chain.id for name, chain in chains.items()})
+        return Built(org, rows, {name: chain.id for name, chain in chains.items()}, ids)
 
 
 def expected(rows: list[Row], window: Window) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``send_message`` runs on the ``send`` queue: it calls the plugin naively and reports what happened
 as an event; it never decides fallback and never writes message state. ``message_sent`` and
 ``attempt_failed`` run on the ``events`` queue: the coordinator applies them. ``sweep`` is a cron job
-that finds work the queues lost (a killed worker, a restarted Redis) and puts it back.
+that finds work the queues lost (a killed worker, a restarted Redis) and puts it back; ``roll_up_stats``
+one that keeps the dashboard's counts of the closed days (:mod:`app.messaging.rollup`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app import metrics
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.logging import get_logger
+from app.messaging import rollup
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.messaging.receipts import apply_receipt, receipt_of, replay_later
@@ -230,3 +232,8 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep", **counts)
     return counts
+
+
+async def roll_up_stats(ctx: MessagingContext) -> dict[str, int]:
+    """Cron (every minute): every organization's rollup brought up to date (decision 0032)."""
+    return await rollup.roll_up_all(ctx["sessions"])

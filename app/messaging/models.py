@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 from advanced_alchemy.types import DateTimeUTC, JsonB
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import Date, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -140,6 +140,37 @@ class Attempt(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
     started_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+
+
+class StatsDay(Base):
+    """One figure of one closed UTC day of one organization, as :mod:`app.messaging.stats` counts it live
+    (kept by :mod:`app.messaging.rollup`, decision 0032): ``kind`` names the figure and the time column
+    its ``day`` is of — ``state`` (created_at; key: the state), ``delivered`` (created_at; key: the
+    service), ``chain``/``fell_back`` (created_at; key: the servicechain id), ``attempt`` (started_at;
+    key: the service, subkey: the outcome), ``spent`` (sent_at)."""
+
+    __tablename__ = "message_stats_day"
+    __table_args__ = (Index("ix_message_stats_day_org_day", "organization_id", "day"),)
+
+    organization_id: Mapped[UUID] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"))
+    day: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64), default="")
+    subkey: Mapped[str] = mapped_column(String(32), default="")
+    count: Mapped[int] = mapped_column(Integer)
+
+
+class StatsRollup(Base):
+    """How far an organization's :class:`StatsDay` rows go: every day before ``rolled_until`` is rolled up,
+    as the messages were at ``fresh_as_of``; a day of a message changed since is counted live."""
+
+    __tablename__ = "message_stats_rollup"
+
+    organization_id: Mapped[UUID] = mapped_column(
+        ForeignKey("organization.id", ondelete="CASCADE"), unique=True, index=True
+    )
+    rolled_until: Mapped[date] = mapped_column(Date)
+    fresh_as_of: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
 
 
 class IdempotencyKey(Base):

@@ -26,30 +26,30 @@ Definitions (all times UTC; a window is ``[since, until)``):
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import String
 
 from app.clock import utcnow
 from app.errors import NotFound, ValidationProblem
-from app.messaging.models import Attempt, AttemptOutcome, CreditState, Direction, Message, MessageState, Servicechain
+from app.messaging import rollup
+from app.messaging.counts import ALL_KINDS, DAY_KINDS, DELIVERED, RECENT_KINDS, Counts, Span, Tally, unindexed
+from app.messaging.models import Direction, Message, MessageState, Servicechain
 from app.tenants.models import Organization, Plan
 from app.tenants.principal import Principal
+
+__all__ = ["CHART_STATES", "DELIVERED", "Figures", "Stats", "Window"]
 
 DEFAULT_DAYS = 30
 SERVICE_DAYS = 7
 MAX_DAYS = 366
 LATEST_REPLIES = 10
 GRANULARITIES = ("day",)
-DELIVERED = (MessageState.DELIVERED_SERVICE, MessageState.DELIVERED_USER, MessageState.READ, MessageState.REPLIED)
 #: states in the order the chart stacks them
 CHART_STATES = (
     MessageState.PENDING,
@@ -59,31 +59,6 @@ CHART_STATES = (
     MessageState.FAILED,
     MessageState.RECEIVED,
 )
-
-
-class day_of(FunctionElement[str]):
-    """The UTC day of a timestamp column, in each dialect's own words (read it with :func:`day_key`):
-    ``date_trunc`` on PostgreSQL (cheaper than formatting every row), the ISO text's date on SQLite."""
-
-    type = String()
-    inherit_cache = True
-
-
-@compiles(day_of, "postgresql")
-def _day_pg(element: day_of, compiler: SQLCompiler, **kw: Any) -> str:
-    (column,) = list(element.clauses)
-    return f"date_trunc('day', ({compiler.process(column, **kw)}) AT TIME ZONE 'UTC')"
-
-
-@compiles(day_of)
-def _day_default(element: day_of, compiler: SQLCompiler, **kw: Any) -> str:
-    (column,) = list(element.clauses)  # SQLite keeps UTC timestamps as ISO text
-    return f"substr({compiler.process(column, **kw)}, 1, 10)"
-
-
-def day_key(value: Any) -> str:
-    """``YYYY-MM-DD`` of what :class:`day_of` gave (a timestamp on PostgreSQL, text on SQLite)."""
-    return value.date().isoformat() if isinstance(value, datetime) else str(value)[:10]
 
 
 @dataclass(frozen=True)
@@ -111,6 +86,10 @@ class Window:
     def recent(self) -> Window:
         """The period of the per-service and per-chain figures: the last 7 days of the window."""
         return Window(max(self.since, self.until - timedelta(days=SERVICE_DAYS)), self.until)
+
+    @property
+    def span(self) -> Span:
+        return Span(self.since, self.until)
 
     def days(self) -> list[str]:
         first, last = self.since.date(), (self.until - timedelta(microseconds=1)).date()
@@ -187,11 +166,17 @@ class Figures:
 
 
 class Stats:
-    """The dashboard's figures for one organization (``organization_id``) or the instance (``None``)."""
+    """The dashboard's figures for one organization (``organization_id``) or the instance (``None``).
+
+    An organization's closed days come from its rollup (:func:`app.messaging.rollup.covered_days`), the
+    rest of the window — its partial first day, the days not rolled up yet, a day with a late change —
+    from the live counts of :class:`app.messaging.counts.Counts`: the same queries, so the same numbers.
+    The instance's are all live."""
 
     def __init__(self, *, session: AsyncSession, organization_id: UUID | None) -> None:
         self.session = session
         self.organization_id = organization_id
+        self.counts = Counts(session, organization_id)
 
     @classmethod
     def instance(cls, session: AsyncSession) -> Stats:
@@ -217,95 +202,87 @@ class Stats:
         return cls(session=session, organization_id=principal.organization_id)
 
     def _own(self, statement: Select[Any], column: Any) -> Select[Any]:
-        return statement if self.organization_id is None else statement.where(column == self.organization_id)
+        return self.counts._own(statement, column)
 
     async def _rows(self, statement: Select[Any]) -> list[Any]:
         return list((await self.session.execute(statement)).all())
 
+    async def tally(self, window: Window) -> Tally:
+        """Every count of the window: the per-day kinds over the window, the others over its recent part;
+        the rolled-up days read from the rollup, the rest counted live."""
+        await self.counts.without_jit()
+        recent = window.recent.span
+        covered: frozenset[date] = frozenset()
+        if self.organization_id is not None:
+            covered = await rollup.covered_days(self.session, self.organization_id, window.span.full_days())
+        covered_recent = covered & frozenset(recent.full_days())
+        out: Tally = Counter()
+        if self.organization_id is not None:
+            out.update(await rollup.stored(self.session, self.organization_id, covered, DAY_KINDS))
+            out.update(await rollup.stored(self.session, self.organization_id, covered_recent, RECENT_KINDS))
+        day_parts, recent_parts = window.span.without(covered), recent.without(covered_recent)
+        for part in day_parts:  # a part of both (today, usually) is counted once for both
+            out.update(await self.counts.tally(part, ALL_KINDS if part in recent_parts else DAY_KINDS))
+        for part in recent_parts:
+            if part not in day_parts:
+                out.update(await self.counts.tally(part, RECENT_KINDS))
+        return out
+
     async def figures(self, window: Window) -> Figures:
+        tally = await self.tally(window)
         return Figures(
             window=window,
             organization_id=self.organization_id,
-            per_day=await self.per_day(window),
-            services=await self.services(window.recent),
-            chains=await self.chains(window.recent),
-            credits=await self.credits(window),
+            per_day=self.per_day(window, tally),
+            services=self.services(tally),
+            chains=await self.chains(tally),
+            credits=await self.credits(window, tally),
             latest_replies=await self.latest_replies(),
         )
 
-    async def per_day(self, window: Window) -> dict[str, dict[str, int]]:
+    @staticmethod
+    def per_day(window: Window, tally: Tally) -> dict[str, dict[str, int]]:
         """{day: {state: count}} for every day of the window (days without messages: ``{}``)."""
-        day = day_of(Message.created_at)
-        statement = self._own(
-            select(day, Message.state, func.count())
-            .where(Message.created_at >= window.since, Message.created_at < window.until)
-            .group_by(day, Message.state),
-            Message.organization_id,
-        )
         out: dict[str, dict[str, int]] = {d: {} for d in window.days()}
-        for when, state, count in await self._rows(statement):
-            out.setdefault(day_key(when), {})[str(state)] = int(count)
+        for (kind, day, state, _), count in sorted(tally.items()):
+            if kind == "state" and count:
+                out.setdefault(day, {})[state] = count
         return out
 
-    async def services(self, window: Window) -> list[ServiceFigures]:
+    @staticmethod
+    def services(tally: Tally) -> list[ServiceFigures]:
         found: dict[str, ServiceFigures] = {}
-        attempts = self._own(
-            select(Attempt.service, Attempt.outcome, func.count())
-            .where(Attempt.started_at >= window.since, Attempt.started_at < window.until)
-            .group_by(Attempt.service, Attempt.outcome),
-            Attempt.organization_id,
-        )
-        for service, outcome, count in await self._rows(attempts):
-            figures = found.setdefault(service, ServiceFigures(service))
-            setattr(figures, AttemptOutcome(outcome).value, int(count))
-        delivered = self._own(
-            select(Message.service, func.count())
-            .where(
-                Message.created_at >= window.since,
-                Message.created_at < window.until,
-                Message.direction == Direction.OUTGOING,
-                Message.state.in_(DELIVERED),
-                Message.service.is_not(None),
-            )
-            .group_by(Message.service),
-            Message.organization_id,
-        )
-        for service, count in await self._rows(delivered):
-            found.setdefault(service, ServiceFigures(service)).delivered = int(count)
+        for (kind, _, service, outcome), count in tally.items():
+            if kind == "attempt" and count:
+                figures = found.setdefault(service, ServiceFigures(service))
+                setattr(figures, outcome, getattr(figures, outcome) + count)
+            elif kind == "delivered" and count:
+                found.setdefault(service, ServiceFigures(service)).delivered += count
         return sorted(found.values(), key=lambda f: f.service)
 
-    async def chains(self, window: Window) -> list[ChainFigures]:
-        failed_first = case((Attempt.outcome.in_((AttemptOutcome.FAILED, AttemptOutcome.UNDELIVERED)), 1), else_=0)
-        statement = self._own(
-            select(Servicechain.id, Servicechain.name, func.count(), func.sum(failed_first))
-            .select_from(Message)
-            .join(
-                Attempt,
-                and_(
-                    Attempt.message_id == Message.id,
-                    Attempt.seq == 0,
-                    # the same rows, said so the index (organization_id, started_at) narrows the attempts:
-                    # a first attempt starts after its message was created, so inside the window's start
-                    Attempt.organization_id == Message.organization_id,
-                    Attempt.started_at >= window.since,
-                ),
-            )
-            .join(Servicechain, Servicechain.id == Message.servicechain_id)
-            .where(
-                Message.created_at >= window.since,
-                Message.created_at < window.until,
-                Message.direction == Direction.OUTGOING,
-            )
-            .group_by(Servicechain.id, Servicechain.name),
-            Message.organization_id,
+    async def chains(self, tally: Tally) -> list[ChainFigures]:
+        messages: Counter[str] = Counter()
+        fell_back: Counter[str] = Counter()
+        for (kind, _, chain_id, _), count in tally.items():
+            if kind == "chain":
+                messages[chain_id] += count
+            elif kind == "fell_back":
+                fell_back[chain_id] += count
+        ids = [UUID(c) for c, n in messages.items() if n]
+        if not ids:
+            return []
+        names = self._own(
+            select(Servicechain.id, Servicechain.name).where(Servicechain.id.in_(ids)), Servicechain.organization_id
         )
-        rows = await self._rows(statement)
         return sorted(
-            (ChainFigures(chain_id, name, int(count), int(fell or 0)) for chain_id, name, count, fell in rows),
+            (
+                ChainFigures(chain_id, name, messages[str(chain_id)], fell_back[str(chain_id)])
+                for chain_id, name in await self._rows(names)
+            ),
             key=lambda c: c.name,
         )
 
-    async def credits(self, window: Window) -> Credits | None:
+    async def credits(self, window: Window, tally: Tally) -> Credits | None:
         prepaid: ColumnElement[bool] = Organization.plan == Plan.PAY_IN_ADVANCE
         balance = self._own(
             select(func.count(), func.sum(Organization.credits), func.sum(Organization.credits_reserved)).where(
@@ -316,28 +293,17 @@ class Stats:
         count, credits, reserved = (await self.session.execute(balance)).one()
         if not count:
             return None
-        day = day_of(Message.sent_at)
-        spent = self._own(
-            select(day, func.count())
-            .join(Organization, Organization.id == Message.organization_id)
-            .where(
-                prepaid,
-                Message.credit == CreditState.CHARGED,
-                Message.sent_at >= window.since,
-                Message.sent_at < window.until,
-            )
-            .group_by(day),
-            Message.organization_id,
-        )
         per_day = {d: 0 for d in window.days()}
-        for when, n in await self._rows(spent):
-            per_day[day_key(when)] = int(n)
+        for (kind, day, _, _), n in tally.items():
+            if kind == "spent":
+                per_day[day] = per_day.get(day, 0) + n
         return Credits(left=int(credits or 0) - int(reserved or 0), reserved=int(reserved or 0), spent_per_day=per_day)
 
     async def latest_replies(self, limit: int = LATEST_REPLIES) -> list[Reply]:
         statement = self._own(
             select(Message.id, Message.contact_id, Message.content, Message.service, Message.created_at)
-            .where(Message.direction == Direction.INCOMING)
+            # the newest first along (organization_id, created_at), not all incoming ones sorted (SQLite)
+            .where(unindexed(Message.direction) == Direction.INCOMING)
             .order_by(Message.created_at.desc())
             .limit(limit),
             Message.organization_id,

@@ -52,6 +52,9 @@ class PluginInfo:
     #: the state of a message once :meth:`Plugin.send` returned: ``MSG_DELIVERED_SERVICE`` when the
     #: provider's acceptance is delivery to an intermediary that gives no later receipts (Telegram)
     accepted_state: AcceptedState = "MSG_SENT"
+    #: the provider reports later what became of a sent message (delivery receipts): a sent message's
+    #: page keeps watching it for a while
+    receipts: bool = False
     #: the body and content type of the answer to a callback that was accepted (Twilio expects TwiML)
     webhook_answer: bytes = b""
     webhook_answer_type: str = "text/plain"

@@ -155,6 +155,7 @@ class TwilioPlugin:
         max_length=1600,
         webhook_answer=TWIML_EMPTY,
         webhook_answer_type="text/xml",
+        receipts=True,
         description="SMS through Twilio's REST API, with delivery receipts and replies.",
     )
 

@@ -4,17 +4,20 @@ page whose state and attempts update by themselves while it is being sent (htmx 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID, uuid4
 
 from advanced_alchemy.filters import LimitOffset
 from litestar import Controller, Request, Response, get, post
+from litestar.di import Provide
 from litestar.params import Parameter
 from litestar.plugins.flash import flash
 from litestar.plugins.htmx import HTMXRequest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.clock import aware, utcnow
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
 from app.errors import Conflict, PaymentRequired, ValidationProblem
@@ -24,6 +27,8 @@ from app.messaging.labels import IN_FLIGHT, STATE_LABELS
 from app.messaging.models import Message, MessageState
 from app.messaging.services import MessageService, ServicechainService
 from app.messaging.templating import MAX_CONTENT
+from app.providers import provide_registry
+from app.servicehost.registry import PluginRegistry
 from app.tenants.deps import org_service, scoped
 from app.tenants.guards import requires_scope
 from app.web.common import BY_NAME, FormErrors, ListView, page, parse_uuid, read_form, see_other, text, wants_fragment
@@ -35,7 +40,27 @@ SEND = requires_scope("messages:send")
 CONTACT_CHOICES = 100
 #: seconds between two looks of the message log at itself (it answers 304 while nothing changed)
 LOG_POLL_SECONDS = 3
+#: a sent message whose service gives receipts: its page asks every few seconds for a while after its
+#: last change, then stops (a provider that never reports would keep it polling for ever)
+RECEIPT_POLL = "5s"
+RECEIPT_WATCH = timedelta(hours=1)
+AWAITING_RECEIPT = frozenset({MessageState.SENT, MessageState.DELIVERED_SERVICE, MessageState.DELIVERED_USER})
 DIRECTIONS = {"outgoing": "Outgoing", "incoming": "Incoming"}
+
+
+async def poll_every(message: Message, registry: PluginRegistry) -> str | None:
+    """How often a message's status block asks for itself again; None once nothing more is expected:
+    every second in flight (10 s while scheduled), every few seconds while a service that gives
+    receipts may still report (for :data:`RECEIPT_WATCH` after the last change), never once final."""
+    if message.state in IN_FLIGHT:
+        return "10s" if message.send_at is not None and message.state == MessageState.PENDING else "1s"
+    if message.state not in AWAITING_RECEIPT or message.service is None:
+        return None
+    if utcnow() - (aware(message.updated_at) or utcnow()) >= RECEIPT_WATCH:
+        return None
+    await registry.ensure_checked()
+    info = registry.info(message.service)
+    return RECEIPT_POLL if info is not None and info.receipts else None
 
 
 LIST = ListView(
@@ -257,10 +282,18 @@ class MessagePages(Controller):
 
     # ------------------------------------------------------------ one message
 
-    @get("/{message_id:uuid}", name="message", guards=[READ])
-    async def message_detail(self, request: HTMXRequest, message_id: UUID, messages: MessageService) -> Response[Any]:
+    @get(
+        "/{message_id:uuid}",
+        name="message",
+        guards=[READ],
+        dependencies={"registry": Provide(provide_registry, sync_to_thread=False)},
+    )
+    async def message_detail(
+        self, request: HTMXRequest, message_id: UUID, messages: MessageService, registry: PluginRegistry
+    ) -> Response[Any]:
         message = await messages.get(message_id)
-        etag = etag_of("message", message.id, message.updated_at, await messages.message_version(message.id))
+        every = await poll_every(message, registry)
+        etag = etag_of("message", message.id, message.updated_at, await messages.message_version(message.id), every)
         if (unchanged := not_modified(request, etag, "message-status")) is not None:
             return unchanged
         attempts = await messages.attempts_of(message.id)
@@ -268,7 +301,9 @@ class MessagePages(Controller):
             "etag": etag,
             "message": message,
             "attempts": attempts,
-            "live": message.state in IN_FLIGHT,
+            "live": every is not None,
+            "poll_every": every,
+            "in_flight": message.state in IN_FLIGHT,
             "scheduled": message.send_at is not None and message.state == MessageState.PENDING,
         }
         if wants_fragment(request, "message-status"):

@@ -96,11 +96,19 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     return [
         QueueWorker(
             queues[DEFAULT_QUEUE],
-            functions=[*ACCOUNT_FUNCTIONS, messaging_jobs.sweep, recheck_plugins, *blast_jobs.FUNCTIONS],
+            functions=[
+                *ACCOUNT_FUNCTIONS,
+                messaging_jobs.sweep,
+                messaging_jobs.roll_up_stats,
+                recheck_plugins,
+                *blast_jobs.FUNCTIONS,
+            ],
             cron_jobs=[
                 CronJob(messaging_jobs.sweep, cron=f"* * * * * */{every}", timeout=300, retries=1),
                 *PLUGIN_CRON_JOBS,
                 CronJob(blast_jobs.blast_tick, cron=f"* * * * * */{every}", unique=False, timeout=60, retries=1),
+                # the dashboard's counts of the closed days (the first run over a long history takes seconds)
+                CronJob(messaging_jobs.roll_up_stats, cron="* * * * *", timeout=600, retries=1),
             ],
             concurrency=concurrency,
             **common,
