@@ -1,7 +1,7 @@
 """organization API rate limit
 
 Revision ID: 0012_org_api_rate_limit
-Revises: 0008_stats_indexes
+Revises: 0011_stats_rollup
 Create Date: 2026-12-01 15:50:00.000000
 
 ``organization.api_rate_limit``: the API requests a minute per token (or API client) a sysadmin gave
@@ -17,7 +17,7 @@ __all__ = ("downgrade", "upgrade")
 
 # revision identifiers, used by Alembic.
 revision = "0012_org_api_rate_limit"
-down_revision = "0008_stats_indexes"
+down_revision = "0011_stats_rollup"
 branch_labels = None
 depends_on = None
 
