@@ -4,7 +4,9 @@ the two databases' locking and errors: :func:`write_transaction`, :func:`is_busy
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -110,6 +112,43 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
         await session.rollback()
         raise
     await session.commit()
+
+
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_writer_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _SQLITE_WRITERS.get(loop)
+    if lock is None:
+        lock = _SQLITE_WRITERS[loop] = asyncio.Lock()
+    return lock
+
+
+@asynccontextmanager
+async def closing_writes(session: AsyncSession) -> AsyncIterator[None]:
+    """The writes that end a request's transaction, after its reads, committed at the end (rolled back on
+    an error). Keep them few and put the statements that lock a shared row last: a lock is held until the
+    commit.
+
+    On PostgreSQL they run in the transaction that did the reads (no extra round trip). On SQLite, where
+    the whole database has one write lock, the reads' transaction is ended first, then the writes take
+    that lock at once (``BEGIN IMMEDIATE``, see :func:`write_transaction`) behind this process's other
+    writers of this kind: they queue on an asyncio lock, woken the moment it is free, rather than in
+    SQLite's busy handler, which polls with sleeps of up to 100 ms.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        try:
+            yield
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+        return
+    if session.in_transaction():
+        await session.commit()  # nothing written yet: lets the read snapshot go (expire_on_commit is off)
+    async with _sqlite_writer_lock(), write_transaction(session):
+        yield
 
 
 #: ``session.info`` key of the request a session serves: ``(scope["user"], client IP)`` (read by ``app.audit``)
