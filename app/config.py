@@ -63,6 +63,8 @@ class DatabaseSettings:
     url: str
     echo: bool = False
     pool_size: int = 10
+    #: a pooled connection idle this long is checked (a round trip) before use; 0: before every use
+    ping_after: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class Settings:
                 url=_env("DATABASE_URL", f"sqlite+aiosqlite:///{var_dir / 'voluble.db'}"),
                 echo=_env_bool("DATABASE_ECHO"),
                 pool_size=_env_int("DATABASE_POOL_SIZE", 10),
+                ping_after=_env_float("DATABASE_PING_AFTER", 1.0),
             ),
             redis=RedisSettings(
                 url=redis_url or "redis://127.0.0.1:6379/0",

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,6 +93,12 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     seconds: float = 0.0
+    cpu: float = 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server CPU milliseconds per answered request."""
+        return 1000 * self.cpu / len(self.latencies) if self.latencies else float("nan")
 
     @property
     def rate(self) -> float:
@@ -135,12 +140,26 @@ async def one_connection(port: int, raw: bytes, until: float, measure_from: floa
         writer.close()
 
 
-async def hammer(port: int, raw: bytes, clients: int, seconds: float, warmup: float = 1.0) -> Run:
+async def hammer(port: int, raw: bytes, clients: int, seconds: float, pid: int, warmup: float = 1.0) -> Run:
+    """``clients`` connections for ``seconds`` (after ``warmup``); also the server's CPU time meanwhile
+    (user + system of process ``pid``): the figure the machine's other load disturbs least."""
+    import psutil
+
     run = Run()
     start = time.perf_counter()
     measure_from, until = start + warmup, start + warmup + seconds
+    server = psutil.Process(pid)
+
+    async def cpu_at(moment: float) -> float:
+        await asyncio.sleep(max(0.0, moment - time.perf_counter()))
+        times = server.cpu_times()
+        return float(times.user + times.system)
+
+    cpu = asyncio.gather(cpu_at(measure_from), cpu_at(until))
     await asyncio.gather(*(one_connection(port, raw, until, measure_from, run) for _ in range(clients)))
     run.seconds = time.perf_counter() - measure_from
+    before, after = await cpu
+    run.cpu = after - before
     return run
 
 
@@ -191,20 +210,40 @@ async def seed(database_url: str, contacts: int) -> str:
         session.add(org)
         await session.flush()
         user = await AccountService(session=session).create(
-            {"email": "bench@example.com", "name": "Bench", "password": "bench password", "role": Role.ORG_ADMIN,
-             "organization_id": org.id}
+            {
+                "email": "bench@example.com",
+                "name": "Bench",
+                "password": "bench password",
+                "role": Role.ORG_ADMIN,
+                "organization_id": org.id,
+            }
         )
         _, token = await TokenService(session=session).create_personal(user, "bench", None, 1)
         now = utcnow()
-        cats = [{"id": uuid.uuid4(), "organization_id": org.id, "name": f"Group {i}", "created_at": now,
-                 "updated_at": now} for i in range(5)]
+        cats = [
+            {"id": uuid.uuid4(), "organization_id": org.id, "name": f"Group {i}", "created_at": now, "updated_at": now}
+            for i in range(5)
+        ]
         await session.execute(insert(Category), cats)
-        rows = [{"id": uuid.uuid4(), "organization_id": org.id, "first_name": f"Ada{i}", "surname": "Lovelace",
-                 "email": f"ada{i}@example.com", "phone": f"+4420794600{i % 100:02d}", "opted_out": False,
-                 "is_unknown": False, "created_at": now, "updated_at": now} for i in range(contacts)]
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "organization_id": org.id,
+                "first_name": f"Ada{i}",
+                "surname": "Lovelace",
+                "email": f"ada{i}@example.com",
+                "phone": f"+4420794600{i % 100:02d}",
+                "opted_out": False,
+                "is_unknown": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(contacts)
+        ]
         await session.execute(insert(Contact), rows)
-        links = [{"contact_id": r["id"], "category_id": cats[(i + k) % 5]["id"]} for i, r in enumerate(rows)
-                 for k in (0, 1)]
+        links = [
+            {"contact_id": r["id"], "category_id": cats[(i + k) % 5]["id"]} for i, r in enumerate(rows) for k in (0, 1)
+        ]
         await session.execute(insert(contact_category), links)
         await session.commit()
     await engine.dispose()
@@ -252,7 +291,7 @@ def summarize(path: Path, top: int = 12) -> None:
             inclusive[f] += n
         own[frames[-1]] += n
     print(f"    py-spy {path.name}: {total} samples; heaviest frames (inclusive %):")
-    for frame, n in inclusive.most_common(60)[:top * 3]:
+    for frame, n in inclusive.most_common(60)[: top * 3]:
         if "app/" in frame or "(" in frame:
             print(f"      {100 * n / total:5.1f}%  {frame}")
     print("    self time (top):")
@@ -302,21 +341,40 @@ async def main_async(args: argparse.Namespace, tmp: Path) -> None:
                 if args.profile:
                     out = Path(args.profile) / f"{name}.txt"
                     spy = subprocess.Popen(
-                        ["py-spy", "record", "-p", str(voluble.pid), "-r", "200", "-d", str(int(args.seconds) + 1),
-                         "-f", "raw", "-o", str(out), "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        [
+                            "py-spy",
+                            "record",
+                            "-p",
+                            str(voluble.pid),
+                            "-r",
+                            "200",
+                            "-d",
+                            str(int(args.seconds) + 1),
+                            "-f",
+                            "raw",
+                            "-o",
+                            str(out),
+                            "--nonblocking",
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
                     )
-                ours = await hammer(port, raw, args.clients, args.seconds)
+                ours = await hammer(port, raw, args.clients, args.seconds, voluble.pid)
                 if spy is not None:
                     spy.wait(timeout=60)
-                bare = await hammer(bare_port, raw, args.clients, args.seconds)
+                bare = await hammer(bare_port, raw, args.clients, args.seconds, procs[1].pid)
                 print(f"{method} {path}  ({args.clients} clients, {args.seconds:.0f} s each)")
                 for label, run in (("voluble", ours), ("bare   ", bare)):
-                    codes = ",".join(f"{k}×{v}" for k, v in sorted(run.statuses.items()))
-                    print(f"  {label} {run.rate:8.1f} req/s  p50 {run.pct(50):7.1f} ms  p99 {run.pct(99):7.1f} ms"
-                          f"  [{codes}]")
-                print(f"  ratio: {ours.rate / bare.rate:.2f}   p99 ratio: {ours.pct(99) / bare.pct(99):.1f}"
-                      f"  (targets for list: ratio >= 0.3, p99 < 10x)")
+                    codes = ",".join(f"{k}: {v}" for k, v in sorted(run.statuses.items()))
+                    print(
+                        f"  {label} {run.rate:8.1f} req/s  p50 {run.pct(50):7.1f} ms  p99 {run.pct(99):7.1f} ms"
+                        f"  server CPU {run.cpu_ms:5.2f} ms/request  [{codes}]"
+                    )
+                print(
+                    f"  ratio: {ours.rate / bare.rate:.2f}   p99 ratio: {ours.pct(99) / bare.pct(99):.1f}"
+                    f"   CPU per request ratio (bare/voluble): {bare.cpu_ms / ours.cpu_ms:.2f}"
+                    f"  (targets for list: ratio >= 0.3, p99 < 10x)"
+                )
                 if args.profile:
                     summarize(Path(args.profile) / f"{name}.txt")
         except BaseException:

@@ -64,10 +64,15 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         state = connection.app.state
         ttl = state["settings"].security.token_cache_seconds
         hit = TOKEN_CACHE.get(token_hash, ttl) if ttl > 0 else None
-        if hit is None:
+        if hit is None and ttl > 0:
+            # one lookup per token at a time: the requests that miss together wait for it
+            async with TOKEN_CACHE.lookup_lock(token_hash):
+                hit = TOKEN_CACHE.get(token_hash, ttl)
+                if hit is None:
+                    hit = await _resolve(request_session(connection), token_hash)
+                    TOKEN_CACHE.put(token_hash, hit.principal, hit.token_id, hit.expires_at)
+        elif hit is None:
             hit = await _resolve(request_session(connection), token_hash)
-            if ttl > 0:
-                TOKEN_CACHE.put(token_hash, hit.principal, hit.token_id, hit.expires_at)
         return AuthenticationResult(user=hit.principal, auth=hit.token_id)
 
 

@@ -11,9 +11,12 @@ every hit.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -49,6 +52,7 @@ class TokenCache:
         self._entries: OrderedDict[str, Resolved] = OrderedDict()
         self._lock = threading.Lock()  # the test client runs the app in another thread
         self.max_entries = max_entries
+        self._lookups: dict[tuple[int, str], asyncio.Lock] = {}
 
     def get(self, token_hash: str, ttl: float) -> Resolved | None:
         """The resolution cached less than ``ttl`` seconds ago, if the token has not expired since."""
@@ -70,6 +74,21 @@ class TokenCache:
             self._entries.move_to_end(token_hash)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
+
+    @asynccontextmanager
+    async def lookup_lock(self, token_hash: str) -> AsyncIterator[None]:
+        """Held while one request looks ``token_hash`` up (per event loop: the test client runs apps in
+        threads of their own)."""
+        key = (id(asyncio.get_running_loop()), token_hash)
+        lock = self._lookups.get(key)
+        if lock is None:
+            lock = self._lookups[key] = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._lookups.get(key) is lock:
+                del self._lookups[key]
 
     def clear(self) -> None:
         with self._lock:
