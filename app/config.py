@@ -29,6 +29,11 @@ def _env_int(name: str, default: int) -> int:
     return int(raw) if raw.strip() else default
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, "")
+    return float(raw) if raw.strip() else default
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     """A comma-separated value, each item stripped, empty items dropped."""
     return tuple(item.strip() for item in _env(name).split(",") if item.strip())
@@ -58,6 +63,8 @@ class DatabaseSettings:
     url: str
     echo: bool = False
     pool_size: int = 10
+    #: a pooled connection idle this long is checked (a round trip) before use; 0: before every use
+    ping_after: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,8 @@ class SecuritySettings:
     reset_max_per_ip: int = 20
     reset_window_seconds: int = 60 * 60
     access_token_ttl_seconds: int = 60 * 60
+    #: seconds a process trusts what a bearer token resolved to (revocation elsewhere applies within it; 0: off)
+    token_cache_seconds: float = 1.0
     allow_private_targets: bool = False
     #: keys of the service credentials at rest, newest first (``VOLUBLE_CREDENTIALS_KEY=new,old``): the first
     #: encrypts, any decrypts; none: derived from ``secret_key`` (always readable too, see app/plugins/crypto.py)
@@ -187,6 +196,7 @@ class Settings:
                 url=_env("DATABASE_URL", f"sqlite+aiosqlite:///{var_dir / 'voluble.db'}"),
                 echo=_env_bool("DATABASE_ECHO"),
                 pool_size=_env_int("DATABASE_POOL_SIZE", 10),
+                ping_after=_env_float("DATABASE_PING_AFTER", 1.0),
             ),
             redis=RedisSettings(
                 url=redis_url or "redis://127.0.0.1:6379/0",
@@ -212,6 +222,7 @@ class Settings:
                 reset_max_per_ip=_env_int("RESET_MAX_PER_IP", 20),
                 reset_window_seconds=_env_int("RESET_WINDOW_SECONDS", 60 * 60),
                 access_token_ttl_seconds=_env_int("ACCESS_TOKEN_TTL", 60 * 60),
+                token_cache_seconds=min(_env_float("TOKEN_CACHE_SECONDS", 1.0), 2.0),
                 allow_private_targets=_env_bool("ALLOW_PRIVATE_TARGETS"),
                 credentials_keys=_env_list("CREDENTIALS_KEY"),
             ),

@@ -198,6 +198,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 **app_config.state,
                 "settings": settings,
                 "session_maker_key": self.sqlalchemy.session_maker_app_state_key,
+                "sqlalchemy_config": self.sqlalchemy,
             }
         )
         return app_config

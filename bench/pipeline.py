@@ -160,7 +160,7 @@ async def pipeline(
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=(var_dir / "web.log").open("wb"),
         )
     )
     base = f"http://127.0.0.1:{port}"
@@ -174,7 +174,11 @@ async def pipeline(
                 except httpx.TransportError:
                     return False
 
-            await wait_until(up, 60)
+            try:
+                await wait_until(up, 120)
+            except SystemExit:
+                print((var_dir / "web.log").read_text()[-3000:])
+                raise
             chain = (await client.post("/api/v1/servicechains", json={"name": "bench", "services": ["log"]})).json()
             new_contact = {"first_name": "Ada", "email": "a@example.com"}
             contact = (await client.post("/api/v1/contacts", json=new_contact)).json()

@@ -64,8 +64,8 @@ class ContactController(Controller):
     async def list_contacts(
         self, contacts: ContactService, limit_offset: LimitOffset, q: Query = None, category_id: CategoryFilter = None
     ) -> OffsetPagination[schemas.Contact]:
-        items, total = await contacts.search(limit_offset, q=q, category_id=category_id)
-        return contacts.to_schema(items, total, filters=[limit_offset], schema_type=schemas.Contact)
+        items, total = await contacts.page(limit_offset, q=q, category_id=category_id)
+        return OffsetPagination(items=items, total=total, limit=limit_offset.limit, offset=limit_offset.offset)
 
     @post("", summary="Create a contact", guards=[WRITE])
     async def create_contact(

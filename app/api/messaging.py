@@ -92,8 +92,9 @@ class MessageController(Controller):
             str | None, Parameter(header="Idempotency-Key", max_length=255, required=False)
         ] = None,
     ) -> Response[schemas.Message]:
-        message, replayed = await messages.submit(data, idempotency_key, coordinator=coordinator)
-        out = message_out(message, await messages.attempts_of(message.id))
+        sent = await messages.submit_with_attempts(data, idempotency_key, coordinator=coordinator)
+        message, replayed, attempts = sent
+        out = message_out(message, attempts)
         return Response(out, status_code=201, headers={"Idempotent-Replayed": "true"} if replayed else {})
 
     @post("/preview", summary="Render content for a contact", guards=[requires_scope("messages:send")], status_code=200)

@@ -4,7 +4,10 @@ the two databases' locking and errors: :func:`write_transaction`, :func:`is_busy
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +19,7 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
 from litestar.datastructures import State
 from litestar.types import Scope
 from sqlalchemy import event
@@ -112,16 +116,103 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
     await session.commit()
 
 
+_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _sqlite_writer_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _SQLITE_WRITERS.get(loop)
+    if lock is None:
+        lock = _SQLITE_WRITERS[loop] = asyncio.Lock()
+    return lock
+
+
+@asynccontextmanager
+async def closing_writes(session: AsyncSession) -> AsyncIterator[None]:
+    """The writes that end a request's transaction, after its reads, committed at the end (rolled back on
+    an error). Keep them few and put the statements that lock a shared row last: a lock is held until the
+    commit.
+
+    On PostgreSQL they run in the transaction that did the reads (no extra round trip). On SQLite, where
+    the whole database has one write lock, the reads' transaction is ended first, then the writes take
+    that lock at once (``BEGIN IMMEDIATE``, see :func:`write_transaction`) behind this process's other
+    writers of this kind: they queue on an asyncio lock, woken the moment it is free, rather than in
+    SQLite's busy handler, which polls with sleeps of up to 100 ms.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        try:
+            yield
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+        return
+    if session.in_transaction():
+        await session.commit()  # nothing written yet: lets the read snapshot go (expire_on_commit is off)
+    async with _sqlite_writer_lock(), write_transaction(session):
+        yield
+
+
 #: ``session.info`` key of the request a session serves: ``(scope["user"], client IP)`` (read by ``app.audit``)
 REQUEST_INFO = "request"
+
+
+def ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
+    """Check a pooled connection before use only when it sat idle ``seconds`` or more.
+
+    ``pool_pre_ping`` costs a round trip on every checkout, that is on every request; a connection
+    returned to the pool a moment ago is alive unless the server went away in that moment, and then
+    the statement fails, the pool is invalidated (every connection older is replaced) and the request
+    answers the error, as a request in flight during a restart does anyway."""
+    pool = engine.sync_engine.pool
+    dialect = engine.sync_engine.dialect
+
+    @event.listens_for(pool, "checkin")
+    def _idle(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < seconds:
+            return  # a new connection, or one in use a moment ago
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa_exc.DisconnectionError() from exc
+        if not alive:
+            raise sa_exc.DisconnectionError()
+
+
+def _reads_only(scope: Scope) -> bool:
+    """An API GET: its statements run without BEGIN and COMMIT (autocommit). Under PostgreSQL's READ
+    COMMITTED every statement sees its own snapshot anyway; this saves two round trips per request.
+    A lookup that writes (the token's use stamp) commits on its own."""
+    return scope.get("method") in ("GET", "HEAD") and scope.get("path", "").startswith("/api/")
 
 
 class RequestSessionConfig(SQLAlchemyAsyncConfig):
     """The request's session also carries who asks and from where (``session.info[REQUEST_INFO]``), so
     what records a change in that session's transaction (the audit log) needs no extra parameters."""
 
+    #: see :func:`ping_when_idle` (0: ``pool_pre_ping``, a check on every checkout)
+    ping_after: float = 0.0
+
+    def get_engine(self) -> AsyncEngine:
+        if self.engine_instance:
+            return self.engine_instance
+        engine = super().get_engine()
+        if self.ping_after > 0 and engine.dialect.name != "sqlite":
+            ping_when_idle(engine, self.ping_after)
+        return engine
+
     def provide_session(self, state: State, scope: Scope) -> AsyncSession:
+        fresh = get_aa_scope_state(scope, self.session_scope_key) is None
         session = super().provide_session(state, scope)
+        if fresh and _reads_only(scope):
+            engine = self.get_engine()
+            if engine.dialect.name != "sqlite":
+                session.sync_session.bind = engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT")
         client = scope.get("client")
         session.info[REQUEST_INFO] = (scope.get("user"), client[0] if client else None)
         return session
@@ -130,14 +221,15 @@ class RequestSessionConfig(SQLAlchemyAsyncConfig):
 def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     url = settings.database.url
     engine_config = EngineConfig(echo=settings.database.echo)
+    ping_after = settings.database.ping_after
     if url.startswith("postgresql"):
         engine_config = EngineConfig(
             echo=settings.database.echo,
             pool_size=settings.database.pool_size,
             max_overflow=settings.database.pool_size,
-            pool_pre_ping=True,
+            pool_pre_ping=ping_after <= 0,
         )
-    return RequestSessionConfig(
+    config = RequestSessionConfig(
         connection_string=url,
         engine_config=engine_config,
         session_config=AsyncSessionConfig(expire_on_commit=False),
@@ -148,6 +240,8 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             render_as_batch=True,
         ),
     )
+    config.ping_after = ping_after
+    return config
 
 
 def make_sessions(settings: Settings) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:

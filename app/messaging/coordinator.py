@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import metrics
 from app.clock import utcnow
@@ -38,6 +39,28 @@ log = get_logger(__name__)
 
 #: seconds a process trusts the service statuses it read (blacklisting applies within this delay)
 STATUS_TTL = 5.0
+
+
+@dataclass
+class Plan:
+    """What :meth:`Coordinator.plan` decided: the services skipped (seq, name, why), the one chosen (seq,
+    name), or why the message fails."""
+
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
+    chosen: tuple[int, str] | None = None
+    failure: str | None = None
+
+
+def pending_of(attempts: list[Attempt]) -> Attempt | None:
+    """The attempt to hand to a worker among those :meth:`Coordinator.record` added, if any."""
+    return attempts[-1] if attempts and attempts[-1].outcome == AttemptOutcome.PENDING else None
+
+
+def apply_row(message: Message, row: Any) -> None:
+    """Set a message's loaded values from a RETURNING row of its columns (no re-read, nothing to flush)."""
+    for key, value in row.items():
+        name = "reply_to_id" if key == "reply_to" else key
+        set_committed_value(message, name, value)
 
 
 @dataclass
@@ -74,8 +97,8 @@ class Coordinator:
 
     async def start(self, session: AsyncSession, message: Message, contact: Contact) -> Attempt | None:
         """Start a message that was just accepted in this transaction: no lock or re-read needed, as no
-        one else knows it yet. Does not commit: the caller (``MessageService.submit``) commits the message
-        with its first attempt, then hands that attempt to a worker (:meth:`enqueue_send`)."""
+        one else knows it yet. Does not commit. (``MessageService.submit`` calls :meth:`plan` with the
+        reads, then :meth:`record` with the writes, to keep its write transaction short.)"""
         return await self._advance(session, message, 0, contact)
 
     async def _advance(
@@ -83,71 +106,92 @@ class Coordinator:
     ) -> Attempt | None:
         """Add the next usable service's attempt and move the message to MSG_SENDING (or fail it), in the
         caller's transaction; the attempt to enqueue once committed, if any."""
-        org = await session.get(Organization, message.organization_id)
+        plan = await self.plan(session, message.organization_id, contact, message.route, message.content, seq)
+        return pending_of(await self.record(session, message, plan))
+
+    async def plan(
+        self,
+        session: AsyncSession,
+        organization_id: UUID,
+        contact: Contact | None,
+        route: list[str],
+        content: str,
+        seq: int = 0,
+    ) -> Plan:
+        """Reads only: which services of ``route`` (from ``seq`` on) cannot carry the message and why, and
+        the one that will (or why the message fails)."""
+        org = await session.get(Organization, organization_id)
         if contact is None or org is None:
-            await self._fail(session, message, "contact_missing")
-            return None
+            return Plan(failure="contact_missing")
         if org.suspended:
-            await self._fail(session, message, "organization_suspended")
-            return None
+            return Plan(failure="organization_suspended")
         if contact.opted_out:
-            await self._fail(session, message, "opted_out")
-            return None
+            return Plan(failure="opted_out")
         statuses = await self._statuses(session)
-        creds = scoped(
-            CredentialService, session, message.organization_id, settings=self.settings, registry=self.registry
-        )
-        while seq < len(message.route):
-            name = message.route[seq]
+        creds = scoped(CredentialService, session, organization_id, settings=self.settings, registry=self.registry)
+        skipped: list[tuple[int, str, str]] = []
+        while seq < len(route):
+            name = route[seq]
             reason = await unusable(
-                name,
-                statuses=statuses,
-                registry=self.registry,
-                credentials=creds,
-                contact=contact,
-                content=message.content,
+                name, statuses=statuses, registry=self.registry, credentials=creds, contact=contact, content=content
             )
-            now = utcnow()
-            if reason is not None:
-                session.add(
-                    Attempt(
-                        organization_id=message.organization_id,
-                        message_id=message.id,
-                        seq=seq,
-                        service=name,
-                        outcome=AttemptOutcome.FAILED,
-                        error=reason,
-                        started_at=now,
-                        finished_at=now,
-                    )
+            if reason is None:
+                return Plan(skipped=skipped, chosen=(seq, name))
+            skipped.append((seq, name, reason))
+            seq += 1
+        return Plan(skipped=skipped, failure="every service of the chain failed" if route else "empty chain")
+
+    async def record(self, session: AsyncSession, message: Message, plan: Plan) -> list[Attempt]:
+        """Writes only: the attempts of ``plan`` (returned, the pending one last) and the message's move (to
+        MSG_SENDING, or MSG_FAILED)."""
+        now = utcnow()
+        added: list[Attempt] = []
+        for seq, name, reason in plan.skipped:
+            added.append(
+                Attempt(
+                    organization_id=message.organization_id,
+                    message_id=message.id,
+                    seq=seq,
+                    service=name,
+                    outcome=AttemptOutcome.FAILED,
+                    error=reason,
+                    started_at=now,
+                    finished_at=now,
                 )
-                metrics.attempt_finished(name, "skipped")
-                seq += 1
-                continue
-            attempt = Attempt(
-                organization_id=message.organization_id,
-                message_id=message.id,
-                seq=seq,
-                service=name,
-                outcome=AttemptOutcome.PENDING,
-                started_at=now,
             )
-            session.add(attempt)
-            try:
-                await session.flush()
-            except IntegrityError:  # another coordinator got here first
-                await session.rollback()
-                return None
-            await state.move(session, message.id, MessageState.SENDING, service=name)
-            return attempt
-        await self._fail(session, message, "every service of the chain failed" if message.route else "empty chain")
-        return None
+            metrics.attempt_finished(name, "skipped")
+        session.add_all(added)
+        if plan.chosen is None:
+            await self._fail(session, message, plan.failure or "every service of the chain failed")
+            return added
+        seq, name = plan.chosen
+        attempt = Attempt(
+            organization_id=message.organization_id,
+            message_id=message.id,
+            seq=seq,
+            service=name,
+            outcome=AttemptOutcome.PENDING,
+            started_at=now,
+        )
+        session.add(attempt)
+        try:
+            await session.flush()
+        except IntegrityError:  # another coordinator got here first
+            await session.rollback()
+            return []
+        row = await state.move_row(session, message.id, MessageState.SENDING, service=name)
+        if row is not None:
+            apply_row(message, row)
+        return [*added, attempt]
 
     async def _statuses(self, session: AsyncSession) -> dict[str, Any]:
         """The recorded service statuses, read at most every few seconds per process."""
         now = time.monotonic()
         if self._status_cache is None or now - self._status_cache[0] > STATUS_TTL:
-            self._status_cache = (now, await service_statuses(session))
+            statuses = await service_statuses(session)
+            for row in statuses.values():  # kept beyond this session: a rollback there must not expire them
+                session.expunge(row)
+            self._status_cache = (now, statuses)
         return self._status_cache[1]
 
     async def _fail(self, session: AsyncSession, message: Message, reason: str) -> None:

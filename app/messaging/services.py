@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
@@ -19,10 +19,11 @@ from app import metrics
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.contacts.services import ContactService
+from app.db.config import closing_writes
 from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, ValidationProblem
 from app.messaging import credits, templating
-from app.messaging.coordinator import Coordinator
+from app.messaging.coordinator import Coordinator, pending_of
 from app.messaging.models import (
     Attempt,
     CreditState,
@@ -161,16 +162,25 @@ class MessageService(OrgScopedService[Message]):
     async def accept(
         self, data: Any, idempotency_key: str | None = None, digest: str | None = None
     ) -> tuple[Message, Contact | None]:
-        """Validate and store a new outgoing message as MSG_PENDING with its credit reserved (flushed,
-        not committed: :meth:`submit` commits it together with its first attempt).
+        """Validate and store a new outgoing message as MSG_PENDING with its credit reserved, without
+        starting it (committed). Returns (message, contact); contact is None when a known Idempotency-Key
+        with the same body gave back the message it created before."""
+        message, contact, _ = await self._accept(data, idempotency_key, digest, None)
+        return message, contact
 
-        Returns (message, contact); contact is None when a known Idempotency-Key with the same body
-        gave back the message it created before.
-        """
+    async def _accept(
+        self, data: Any, idempotency_key: str | None, digest: str | None, coordinator: Coordinator | None
+    ) -> tuple[Message, Contact | None, list[Attempt]]:
+        """Reads first (the replayed key, the contact and its rendering, the chain, the services that can
+        carry it), then the writes in one short transaction (:func:`closing_writes`): the message, its
+        attempts, its move to MSG_SENDING, its Idempotency-Key, and last the credit (the organization's
+        row, locked until the commit). With ``coordinator`` the message starts on its chain.
+
+        Returns (message, contact, attempts); contact is None for a replayed Idempotency-Key."""
         if idempotency_key:
             existing = await self._replay(idempotency_key, digest or "")
             if existing is not None:
-                return existing, None
+                return existing, None, []
         contact, content = await self.render_for(data.contact_id, data.content)
         chains = ServicechainService(session=self.session, organization_id=self.organization_id)
         chain = await chains.resolve(data.servicechain_id, contact)
@@ -179,39 +189,55 @@ class MessageService(OrgScopedService[Message]):
         send_at = data.send_at
         if send_at is not None and send_at.tzinfo is None:
             send_at = send_at.replace(tzinfo=UTC)
-        await credits.reserve(self.session, self.organization_id)
-        message = await self.create(
-            Message(
-                contact_id=contact.id,
-                servicechain_id=chain.id,
-                direction=Direction.OUTGOING,
-                state=MessageState.PENDING,
-                route=list(chain.services),
-                content=content,
-                reply_to_id=data.reply_to,
-                send_at=send_at if send_at and send_at > utcnow() else None,
-                credit=CreditState.RESERVED,
-            )
+        send_at = send_at if send_at and send_at > utcnow() else None
+        route = list(chain.services)
+        plan = None
+        if coordinator is not None and send_at is None:
+            plan = await coordinator.plan(self.session, self.organization_id, contact, route, content)
+        message = Message(
+            id=uuid4(),
+            organization_id=self.organization_id,
+            contact_id=contact.id,
+            servicechain_id=chain.id,
+            direction=Direction.OUTGOING,
+            state=MessageState.PENDING,
+            route=route,
+            content=content,
+            reply_to_id=data.reply_to,
+            send_at=send_at,
+            credit=CreditState.RESERVED,
         )
-        if idempotency_key:
-            self.session.add(
-                IdempotencyKey(
-                    organization_id=self.organization_id,
-                    key=idempotency_key,
-                    request_hash=digest or "",
-                    message_id=message.id,
-                )
-            )
+        attempts: list[Attempt] = []
         try:
-            await self.session.flush()
+            async with closing_writes(self.session):
+                self.session.add(message)
+                await self.session.flush()
+                if idempotency_key:
+                    self.session.add(
+                        IdempotencyKey(
+                            organization_id=self.organization_id,
+                            key=idempotency_key,
+                            request_hash=digest or "",
+                            message_id=message.id,
+                        )
+                    )
+                    await self.session.flush()
+                if plan is not None and plan.chosen is None:  # fails at once: reserved, then released
+                    await credits.reserve(self.session, self.organization_id)
+                if coordinator is not None and plan is not None:
+                    attempts = await coordinator.record(self.session, message, plan)
+                if plan is None or plan.chosen is not None:  # the organization's row: last, locked to the commit
+                    await credits.reserve(self.session, self.organization_id)
         except IntegrityError:  # the same key raced in from another request
-            await self.session.rollback()
             if idempotency_key:
                 existing = await self._replay(idempotency_key, digest or "")
                 if existing is not None:
-                    return existing, None
+                    return existing, None, []
             raise
-        return message, contact
+        pending = pending_of(attempts)
+        if coordinator is not None and pending is not None:
+            await coordinator.enqueue_send(pending.id)
+        return message, contact, attempts
 
     async def submit(
         self, data: Any, idempotency_key: str | None = None, *, coordinator: Coordinator
@@ -223,22 +249,22 @@ class MessageService(OrgScopedService[Message]):
         its first attempt are committed here together (then the attempt's send job is enqueued), or nothing
         is (rolled back on any error). The session plugin's autocommit finds nothing left to write.
         """
+        message, replayed, _ = await self.submit_with_attempts(data, idempotency_key, coordinator=coordinator)
+        return message, replayed
+
+    async def submit_with_attempts(
+        self, data: Any, idempotency_key: str | None = None, *, coordinator: Coordinator
+    ) -> tuple[Message, bool, list[Attempt]]:
+        """:meth:`submit`, with the message's attempts (those just made; a replayed message's, read)."""
         try:
-            message, contact = await self.accept(data, idempotency_key, request_hash(data))
-            attempt = None
-            if contact is not None and message.send_at is None:
-                attempt = await coordinator.start(self.session, message, contact)
-            await self.session.commit()
+            message, contact, attempts = await self._accept(data, idempotency_key, request_hash(data), coordinator)
         except BaseException:
             await self.session.rollback()
             raise
         if contact is None:
-            return message, True
+            return message, True, await self.attempts_of(message.id)
         metrics.message_accepted()
-        if attempt is not None:
-            await coordinator.enqueue_send(attempt.id)
-        await self.session.refresh(message)
-        return message, False
+        return message, False, attempts
 
     @staticmethod
     def search_filters(

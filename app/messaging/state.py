@@ -55,9 +55,14 @@ async def move(session: AsyncSession, message_id: UUID, new: MessageState, **val
 
     A move writes its ``message.state_changed`` webhook event in the same transaction (the row read back
     by RETURNING, then one INSERT into the outbox)."""
+    return await move_row(session, message_id, new, **values) is not None
+
+
+async def move_row(session: AsyncSession, message_id: UUID, new: MessageState, **values: Any) -> Any:
+    """:func:`move`, answering the message's columns as they are after the move (None if it did not move)."""
     allowed = predecessors(new)
     if not allowed:
-        return False
+        return None
     result = await session.execute(
         update(Message)
         .where(Message.id == message_id, Message.state.in_(allowed))
@@ -65,7 +70,8 @@ async def move(session: AsyncSession, message_id: UUID, new: MessageState, **val
         .returning(*COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    return await _emit_moved(session, result.mappings().first())
+    row = result.mappings().first()
+    return row if await _emit_moved(session, row) else None
 
 
 async def _emit_moved(session: AsyncSession, row: Any) -> bool:

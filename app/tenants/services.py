@@ -213,16 +213,21 @@ class TokenService(SQLAlchemyAsyncRepositoryService[AccessToken]):
         return token
 
     async def resolve(self, raw: str) -> tuple[AccessToken, User | ApiClient, Organization | None] | None:
-        """The live token for a raw bearer string with its owner and organization, or None.
+        """The live token for a raw bearer string with its owner and organization, or None."""
+        return await self.resolve_hash(hash_secret(raw))
 
-        One query: every API request runs it."""
+    async def resolve_hash(
+        self, token_hash: str
+    ) -> tuple[AccessToken, User | ApiClient, Organization | None] | None:
+        """:meth:`resolve` by the token's hash. One query (the API runs it at most once a second per token
+        and process: ``app.tenants.tokencache``)."""
         row = (
             await self.repository.session.execute(
                 select(AccessToken, User, ApiClient, Organization)
                 .outerjoin(User, User.id == AccessToken.user_id)
                 .outerjoin(ApiClient, ApiClient.id == AccessToken.api_client_id)
                 .outerjoin(Organization, Organization.id == AccessToken.organization_id)
-                .where(AccessToken.token_hash == hash_secret(raw))
+                .where(AccessToken.token_hash == token_hash)
                 .options(noload(User.organization))
             )
         ).first()
