@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from app.cli_credentials import credentials_group
+from app.cli_serve import run_command
 from app.config import Settings, get_settings
 
 
@@ -233,10 +234,11 @@ def up(n_workers: int) -> None:
         upgrade_database(settings)
         login_note = _demo_login(settings)
         exe = [sys.executable, "-m", "app"]
-        grace = settings.worker.send_timeout + 10  # a job in flight may finish
+        grace = settings.worker.shutdown_grace + 10  # the jobs in flight get their grace period, then SAQ cleans up
         workers = [_Part("worker", _spawn([*exe, "workers", "run"], env), grace) for _ in range(max(n_workers, 0))]
         server = settings.server
-        web = [_Part("web server", _spawn([*exe, "run", "--host", server.host, "--port", str(server.port)], env), 15)]
+        web_args = [*exe, "run", "--host", server.host, "--port", str(server.port)]
+        web = [_Part("web server", _spawn(web_args, env), server.shutdown_grace + 10)]
         click.echo(
             f"\nVoluble is up at http://{server.host}:{server.port}/\n{login_note}\nPress Ctrl-C to stop.\n",
             err=True,
@@ -284,7 +286,8 @@ def database_upgrade(prompt: bool, _no_prompt: bool, sql: bool, revision: str) -
         click.echo(f"database at revision {revision}", err=True)
 
 
-COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group)
+#: ``run`` replaces Litestar's own (app/cli_serve.py)
+COMMANDS = (up, run_command, users_group, tokens_group, workers_group, credentials_group)
 
 
 def register_commands(cli: click.Group) -> None:

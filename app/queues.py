@@ -51,11 +51,12 @@ def send_job_key(attempt_id: object) -> str:
 
 
 def send_job_options(send_timeout: float, heartbeat: int) -> dict[str, Any]:
-    """``send_message`` (app/messaging/jobs.py): the plugin gets ``send_timeout``, the job room around it.
+    """``send_message`` (app/messaging/jobs.py): the plugin gets ``send_timeout``, the job room around it
+    (its database reads, which wait up to 10 s for a database being restarted).
 
     retries=1: one run. A run that dies (killed worker) is not retried blindly on the same service; the
     sweep records it as a failed attempt and the chain moves on."""
-    return {"timeout": int(send_timeout) + 15, "heartbeat": heartbeat, "retries": 1}
+    return {"timeout": int(send_timeout) + 30, "heartbeat": heartbeat, "retries": 1}
 
 
 class JobContext(Context):
