@@ -275,7 +275,10 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
         if job is None:  # Redis lost it: send again
             await coordinator.enqueue_send(attempt.id)
             counts["requeued"] += 1
-        elif job.status == Status.COMPLETE and isinstance(job.result, dict):  # the event got lost
+        elif isinstance(job.result, dict) and job.status in (Status.COMPLETE, Status.ABORTED):
+            # the send ran to its end and the event got lost (or is still queued: a replay is harmless).
+            # ABORTED with a result: SAQ's sweep took the job, between its dequeue and its start, for an
+            # orphan and marked it aborted after it completed (docs/decisions/0004): it was sent all the same
             await report(ctx, str(attempt.id), job.result)
             counts["replayed"] += 1
         elif job.status in (Status.FAILED, Status.ABORTED) or (
