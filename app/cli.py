@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from app.cli_credentials import credentials_group
+from app.cli_serve import exit_cleanly as _exit_cleanly
 from app.cli_serve import run_command
 from app.config import Settings, get_settings
 
@@ -138,6 +139,9 @@ def workers_group() -> None:
 
 @workers_group.command(name="run", help="Run SAQ workers (any number, on any machine).")
 def run_workers() -> None:
+    # until the workers' own handlers are in place (the imports take a while): nothing is in flight yet
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     from app.logging import configure_logging
     from app.worker.runner import run_workers as run
 

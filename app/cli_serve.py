@@ -19,8 +19,9 @@ from app.config import get_settings
 APP = "app.asgi:create_app"
 
 
-def _exit_cleanly(signum: int, _frame: Any) -> None:
-    # uvicorn re-raises the signal that stopped it once it has shut down: end with status 0, as asked
+def exit_cleanly(signum: int, _frame: Any) -> None:
+    """A SIGTERM or SIGINT handler: end with status 0, as asked (uvicorn re-raises the signal that stopped it
+    once it has shut down)."""
     raise SystemExit(0)
 
 
@@ -41,11 +42,11 @@ def _exit_cleanly(signum: int, _frame: Any) -> None:
 def run_command(
     host: str | None, port: int | None, web_concurrency: int, reload: bool, shutdown_grace: float | None
 ) -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, exit_cleanly)
     import uvicorn
 
     server = get_settings().server
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_cleanly)
     uvicorn.run(
         APP,
         factory=True,

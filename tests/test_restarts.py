@@ -134,6 +134,8 @@ async def test_workers_sigtermed_and_restarted_in_a_loop_lose_and_repeat_nothing
     workers = [start_worker(settings), start_worker(settings)]
     codes: list[int] = []
     try:
+        while len(await worker_ids(redis, settings)) < 2:
+            await asyncio.sleep(0.2)
         deadline = time.monotonic() + 120 + n  # a cap, for loaded machines
         turn = 0
         while not finished(counts := await progress(sessions, blast_ids), n):
