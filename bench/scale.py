@@ -9,8 +9,8 @@ run`` processes on their own ports and M ``voluble workers run`` processes; ``-n
 POST until every one is ``MSG_SENT``. Each cell checks that nothing was sent twice: one successful
 attempt per message, each message id once in the ``log`` outbox (the cell's own data directory).
 
-The database is a fresh one (``voluble_scale_<random>``) on the server of ``--postgres-url``, dropped at
-the end; each cell has its own queue prefix on the Redis of ``--redis-url``.
+Each cell has a fresh database (``voluble_scale_<random>``, dropped after it) on the server of
+``--postgres-url``, and its own queue prefix on the Redis of ``--redis-url``.
 """
 
 from __future__ import annotations
@@ -112,8 +112,9 @@ async def cell(
         ports = [free_port() for _ in range(webs)]
         app = [sys.executable, "-m", "app"]
         quiet: dict[str, Any] = {"env": env, "cwd": ROOT, "stdout": subprocess.DEVNULL}
+        silent = {**quiet, "stderr": subprocess.DEVNULL}  # uvicorn's access log
         procs = [subprocess.Popen([*app, "workers", "run"], **quiet) for _ in range(workers)]
-        procs += [subprocess.Popen([*app, "run", "--host", "127.0.0.1", "--port", str(p)], **quiet) for p in ports]
+        procs += [subprocess.Popen([*app, "run", "--host", "127.0.0.1", "--port", str(p)], **silent) for p in ports]
         engine = create_async_engine(database_url)
         sessions = async_sessionmaker(engine, expire_on_commit=False)
         headers = {"Authorization": f"Bearer {token}"}
@@ -181,7 +182,8 @@ def as_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-async def run(args: argparse.Namespace) -> None:
+async def fresh_database(server_url: str, redis_url: str) -> str:
+    """A new database with the schema and the plugins' recorded statuses, for one cell."""
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     from app import models as _models  # noqa: F401
@@ -189,36 +191,39 @@ async def run(args: argparse.Namespace) -> None:
     from app.db.base import metadata
     from app.servicehost.registry import check_and_record, load_registry
 
-    database_url = await create_database(args.postgres_url)
-    try:
-        engine = create_async_engine(database_url)
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ.update(cell_env(database_url, args.redis_url, Path(tmp), args.concurrency))
-            await check_and_record(load_registry(Settings.from_env()), async_sessionmaker(engine))
-        await engine.dispose()
-        print(f"n={args.n} concurrency={args.concurrency} clients={args.clients} redis={args.redis_url}")
-        print(f"database={database_url.split('@')[-1]}")
-        header = (
-            f"{'W':>2} {'M':>2} {'accepted/s':>11} {'messages/s':>11} {'no-op jobs/s':>13} {'ratio':>6} {'doubles':>8}"
-        )
-        print(header)
-        rows = []
-        for m in as_list(args.workers):
-            noop = await baseline(args.n, args.redis_url, m, args.concurrency)
-            for w in as_list(args.web):
+    database_url = await create_database(server_url)
+    engine = create_async_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.update(cell_env(database_url, redis_url, Path(tmp), 1))
+        await check_and_record(load_registry(Settings.from_env()), async_sessionmaker(engine))
+    await engine.dispose()
+    return database_url
+
+
+async def run(args: argparse.Namespace) -> None:
+    print(f"n={args.n} concurrency={args.concurrency} clients={args.clients} redis={args.redis_url}")
+    print(f"database: a fresh one per cell on {args.postgres_url.split('@')[-1].rsplit('/', 1)[0]}")
+    columns = ("accepted/s", "messages/s", "no-op jobs/s", "ratio", "doubles")
+    print(f"{'W':>2} {'M':>2} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, (11, 11, 13, 6, 8), strict=True)))
+    doubles = 0
+    for m in as_list(args.workers):
+        noop = await baseline(args.n, args.redis_url, m, args.concurrency)
+        for w in as_list(args.web):
+            database_url = await fresh_database(args.postgres_url, args.redis_url)
+            try:
                 result = await cell(args.n, w, m, database_url, args.redis_url, args.concurrency, args.clients)
-                rows.append((w, m, result, noop))
-                print(
-                    f"{w:>2} {m:>2} {result['accept']:>11.1f} {result['rate']:>11.1f} {noop:>13.1f}"
-                    f" {result['rate'] / noop:>6.2f} {result['doubles']:>8}",
-                    flush=True,
-                )
-        if any(r[2]["doubles"] for r in rows):
-            raise SystemExit("double sends: see the doubles column")
-    finally:
-        await drop_database(args.postgres_url, database_url)
+            finally:
+                await drop_database(args.postgres_url, database_url)
+            doubles += result["doubles"]
+            print(
+                f"{w:>2} {m:>2} {result['accept']:>11.1f} {result['rate']:>11.1f} {noop:>13.1f}"
+                f" {result['rate'] / noop:>6.2f} {result['doubles']:>8}",
+                flush=True,
+            )
+    if doubles:
+        raise SystemExit("double sends: see the doubles column")
 
 
 def main() -> None:
