@@ -6,8 +6,9 @@ import os
 import sys
 
 #: our own commands need no web application: run them without building one (a worker starts in a
-#: fraction of the time). They are registered on the Litestar CLI too, so ``--help`` lists them.
-STANDALONE = {"up", "workers", "users", "tokens", "metrics"}
+#: fraction of the time; ``run`` builds it once, in uvicorn). They are registered on the Litestar CLI
+#: too, so ``--help`` lists them.
+STANDALONE = {"up", "run", "workers", "users", "tokens", "metrics"}
 
 
 def main() -> None:

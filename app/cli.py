@@ -16,6 +16,8 @@ from typing import Any
 import click
 
 from app.cli_credentials import credentials_group
+from app.cli_serve import exit_cleanly as _exit_cleanly
+from app.cli_serve import run_command
 from app.config import Settings, get_settings
 
 
@@ -138,6 +140,9 @@ def workers_group() -> None:
 
 @workers_group.command(name="run", help="Run SAQ workers (any number, on any machine).")
 def run_workers() -> None:
+    # until the workers' own handlers are in place (the imports take a while): nothing is in flight yet
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
     from app.logging import configure_logging
     from app.worker.runner import run_workers as run
 
@@ -268,13 +273,13 @@ def up(n_workers: int) -> None:
         upgrade_database(settings)
         login_note = _demo_login(settings)
         exe = [sys.executable, "-m", "app"]
-        grace = settings.worker.send_timeout + 10  # a job in flight may finish
+        grace = settings.worker.shutdown_grace + 10  # the jobs in flight get their grace period, then SAQ cleans up
         workers = [
             _Part("worker", _spawn([*exe, "workers", "run"], env), grace, metrics_dir) for _ in range(max(n_workers, 0))
         ]
         server = settings.server
         web_args = [*exe, "run", "--host", server.host, "--port", str(server.port)]
-        web = [_Part("web server", _spawn(web_args, env), 15, metrics_dir)]
+        web = [_Part("web server", _spawn(web_args, env), server.shutdown_grace + 10, metrics_dir)]
         click.echo(
             f"\nVoluble is up at http://{server.host}:{server.port}/\n{login_note}\nPress Ctrl-C to stop.\n",
             err=True,
@@ -322,7 +327,8 @@ def database_upgrade(prompt: bool, _no_prompt: bool, sql: bool, revision: str) -
         click.echo(f"database at revision {revision}", err=True)
 
 
-COMMANDS = (up, users_group, tokens_group, workers_group, credentials_group, metrics_group)
+#: ``run`` replaces Litestar's own (app/cli_serve.py)
+COMMANDS = (up, run_command, users_group, tokens_group, workers_group, credentials_group, metrics_group)
 
 
 def register_commands(cli: click.Group) -> None:

@@ -81,6 +81,9 @@ class ServerSettings:
     public_url: str = "http://127.0.0.1:8000"
     secure_cookies: bool = False
     max_body_bytes: int = 1_048_576
+    #: seconds a web process gives the requests in flight on SIGTERM before it cancels them (uvicorn's
+    #: ``timeout_graceful_shutdown``); it accepts no new connection meanwhile
+    shutdown_grace: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,9 @@ class WorkerSettings:
     stale_seconds: int = 30
     #: a running send job proves it is alive this often; silent for longer, its worker is taken as dead
     heartbeat_seconds: int = 10
+    #: seconds a worker process gives the jobs in flight on SIGTERM (it takes no new one meanwhile); a job
+    #: still running then is cancelled and put back on its queue (docs/decisions/0036)
+    shutdown_grace: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -209,6 +215,7 @@ class Settings:
                 public_url=public_url,
                 secure_cookies=_env_bool("SECURE_COOKIES", public_url.startswith("https://")),
                 max_body_bytes=_env_int("MAX_BODY_BYTES", 1_048_576),
+                shutdown_grace=float(_env("WEB_SHUTDOWN_GRACE", "10")),
             ),
             security=SecuritySettings(
                 secret_key=_secret_key(var_dir),
@@ -241,6 +248,7 @@ class Settings:
                 sweep_seconds=_env_int("SWEEP_SECONDS", 10),
                 stale_seconds=_env_int("STALE_SECONDS", 30),
                 heartbeat_seconds=_env_int("HEARTBEAT_SECONDS", 10),
+                shutdown_grace=float(_env("SHUTDOWN_GRACE", "20")),
             ),
             var_dir=var_dir,
             log_level=_env("LOG_LEVEL", "INFO").upper(),

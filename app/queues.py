@@ -10,9 +10,12 @@ stays the source of truth.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
-from saq import Queue
+import saq.queue.redis
+from saq import Queue, Status
 from saq.types import Context
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -51,11 +54,12 @@ def send_job_key(attempt_id: object) -> str:
 
 
 def send_job_options(send_timeout: float, heartbeat: int) -> dict[str, Any]:
-    """``send_message`` (app/messaging/jobs.py): the plugin gets ``send_timeout``, the job room around it.
+    """``send_message`` (app/messaging/jobs.py): the plugin gets ``send_timeout``, the job room around it
+    (its database reads, which wait up to 10 s for a database being restarted).
 
     retries=1: one run. A run that dies (killed worker) is not retried blindly on the same service; the
     sweep records it as a failed attempt and the chain moves on."""
-    return {"timeout": int(send_timeout) + 15, "heartbeat": heartbeat, "retries": 1}
+    return {"timeout": int(send_timeout) + 30, "heartbeat": heartbeat, "retries": 1}
 
 
 class JobContext(Context):
@@ -67,9 +71,76 @@ class JobContext(Context):
     queues: dict[str, Queue]
 
 
+#: seconds a job must sit, not yet active, in the active list before the sweep takes it for an orphan
+ORPHAN_AFTER = 5.0
+
+
+class RedisQueue(saq.queue.redis.RedisQueue):
+    """SAQ's Redis queue, whose sweep does not abort a job a live worker has just dequeued.
+
+    SAQ's sweep aborts every job of the active list that is not ``active``: the job of a worker that
+    died between its dequeue and its start, but also, now and then, one that a live worker is about to
+    start (the dequeue and the status update are two round trips). That one runs all the same and is
+    marked aborted, or cancelled by its own worker a second later: a send job's attempt then reads as
+    lost, and the chain may send again (docs/decisions/0004, 0036). Here a job not yet active is taken
+    for an orphan only once it has been seen so for :data:`ORPHAN_AFTER`; stuck active jobs (timeout,
+    heartbeat) are swept at once, as by SAQ. The rest is SAQ's ``RedisQueue.sweep`` (saq 0.26)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._not_active_since: dict[bytes, float] = {}
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        if not self._cleanup_script:
+            self._cleanup_script = self.redis.register_script(_SWEEP_SCRIPT)
+        id_jobs = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock], client=self.redis)
+        if not id_jobs:  # another worker holds the sweep's lock (or nothing is active)
+            return []
+        now = time.monotonic()
+        seen, self._not_active_since = self._not_active_since, {}
+        swept = []
+        for job_id, job_bytes in id_jobs:
+            job = self.deserialize(job_bytes)
+            if job is None:
+                swept.append(job_id)
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.lrem(self._active, 0, job_id)
+                    pipe.zrem(self._incomplete, job_id)
+                    await pipe.execute()
+                continue
+            if job.status == Status.ACTIVE and not job.stuck:
+                continue
+            if not job.stuck:  # not active yet: being started, or an orphan
+                since = self._not_active_since[job_id] = seen.get(job_id, now)
+                if now - since < ORPHAN_AFTER:
+                    continue
+            swept.append(job_id)
+            await self.abort(job, error=self.swept_error_message)
+            with contextlib.suppress(TimeoutError):
+                await job.refresh(abort)
+            if job.retryable:
+                await self.retry(job, error=self.swept_error_message)
+            else:
+                await self.finish(job, Status.ABORTED, error=self.swept_error_message)
+        return [job_id.decode("utf-8") for job_id in swept]
+
+
+#: SAQ's: the active list's jobs, once per ``lock`` seconds across every worker
+_SWEEP_SCRIPT = """
+local id_jobs = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('SETEX', KEYS[1], ARGV[1], 1)
+    for i, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+        id_jobs[i] = {v, redis.call('GET', v)}
+    end
+end
+return id_jobs
+"""
+
+
 def make_queue(settings: Settings, name: str = DEFAULT_QUEUE) -> Queue:
     """The queue ``name`` under this deployment's prefix (``VOLUBLE_QUEUE_PREFIX``)."""
-    return Queue.from_url(settings.redis.url, name=f"{settings.redis.queue_prefix}-{name}")
+    return RedisQueue.from_url(settings.redis.url, name=f"{settings.redis.queue_prefix}-{name}")
 
 
 def make_queues(settings: Settings) -> dict[str, Queue]:

@@ -1,6 +1,6 @@
 """Engine, session and alembic configuration (advanced-alchemy), and what the code must know about
 the two databases' locking and errors: :func:`write_transaction`, :func:`is_busy_error`,
-:func:`database_message`."""
+:func:`is_connection_error`, :func:`database_message`."""
 
 from __future__ import annotations
 
@@ -89,6 +89,30 @@ def is_busy_error(exc: BaseException) -> bool:
         if getattr(e, "sqlstate", None) in BUSY_SQLSTATES or getattr(e, "pgcode", None) in BUSY_SQLSTATES:
             return True
         if isinstance(e, sqlite3.OperationalError) and str(e).lower().startswith(_SQLITE_BUSY):
+            return True
+    return False
+
+
+#: PostgreSQL errors that mean "the server went away or is not ready yet": class 08 (connection
+#: exception) and admin_shutdown, crash_shutdown, cannot_connect_now (a restart in progress)
+_GONE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database being unreachable (restarted, failed over, the network cut) rather
+    than anything wrong with the work: trying again once it is back is safe for work not yet done.
+
+    A connection refused reaches us bare (asyncpg's ``ConnectionRefusedError`` while the pool connects);
+    a connection cut under a query as SQLAlchemy's error with ``connection_invalidated`` set, the pool
+    having dropped that connection (``pool_pre_ping`` tests the others before use).
+    """
+    for e in exception_chain(exc):
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, sa_exc.DisconnectionError | OSError):  # OSError: refused, reset, timed out
+            return True
+        code = str(getattr(e, "sqlstate", None) or getattr(e, "pgcode", None) or "")
+        if code.startswith("08") or code in _GONE_SQLSTATES:
             return True
     return False
 

@@ -250,7 +250,14 @@ class Coordinator:
         attempt = await self._finish_attempt(session, attempt_id, AttemptOutcome.FAILED, error=reason[:1000])
         if attempt is None:
             await session.rollback()
-            return
-        await session.commit()
-        metrics.attempt_finished(attempt.service, AttemptOutcome.FAILED)
+            # recorded already: a repeated event, or this event's retry after the dispatch below failed
+            # (the database went away between the two transactions); dispatching again is harmless
+            attempt = await session.get(Attempt, attempt_id)
+            if attempt is None or attempt.outcome != AttemptOutcome.FAILED:
+                await session.rollback()
+                return
+            await session.rollback()
+        else:
+            await session.commit()
+            metrics.attempt_finished(attempt.service, AttemptOutcome.FAILED)
         await self.dispatch(session, attempt.message_id)

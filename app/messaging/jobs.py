@@ -10,24 +10,27 @@ one that keeps the dashboard's counts of the closed days (:mod:`app.messaging.ro
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 from saq import Status
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import noload
 
 from app import metrics
 from app.clock import utcnow
 from app.contacts.models import Contact
+from app.db.config import database_message, is_connection_error
 from app.logging import get_logger
 from app.messaging import rollup
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
-from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
+from app.plugins.base import ContactInfo, OutgoingMessage, Plugin, PluginError
 from app.queues import EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
 from app.servicehost.registry import PluginRegistry
 from app.servicehost.services import CredentialService
@@ -46,6 +49,8 @@ class MessagingContext(JobContext):
 
 #: a send job still queued or running after this long is given up as lost
 LOST_AFTER = timedelta(minutes=15)
+#: how long a send job waits for an unreachable database before the plugin call (see send_job_options)
+DATABASE_WAIT_SECONDS = 10.0
 
 
 def _contact_info(contact: Contact) -> ContactInfo:
@@ -60,8 +65,18 @@ def _contact_info(contact: Contact) -> ContactInfo:
     )
 
 
-async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, Any] | None:
-    """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
+@dataclass(frozen=True)
+class _Send:
+    """What a pending attempt needs from the database to call its plugin."""
+
+    plugin: Plugin
+    outgoing: OutgoingMessage
+    address: str | None
+    credentials: Any
+
+
+async def _prepare(ctx: MessagingContext, attempt_id: UUID) -> _Send | dict[str, Any] | None:
+    """Read what the plugin needs; the event to report instead, or None if there is nothing to do."""
     async with ctx["sessions"]() as session:
         attempt = await session.get(Attempt, attempt_id)
         if attempt is None or attempt.outcome != AttemptOutcome.PENDING:
@@ -83,6 +98,8 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, An
         except PluginError as exc:  # undecryptable, or no longer valid for the plugin
             return {"outcome": "failed", "reason": f"credentials unreadable: {exc}"}
         except Exception as exc:  # unreadable credentials are this attempt's failure, never the worker's
+            if is_connection_error(exc):
+                raise
             return {"outcome": "failed", "reason": f"credentials unreadable: {type(exc).__name__}"}
         info = plugin.info
         address = getattr(contact, info.address_field) if info.address_field else None
@@ -94,16 +111,42 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, An
             contact=_contact_info(contact),
             subject=f"Message from {org.name}" if org else "Message",
         )
+    return _Send(plugin, outgoing, address, credentials)
+
+
+async def _prepare_when_reachable(ctx: MessagingContext, attempt_id: UUID) -> _Send | dict[str, Any] | None:
+    """:func:`_prepare`, waiting out a database that is away (restarted, failing over) for up to
+    :data:`DATABASE_WAIT_SECONDS`: nothing has been sent yet, so reading again is safe. Past that, the
+    error ends the job and the sweep records the attempt as lost (the chain moves on)."""
+    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
+    delay = 0.25
+    while True:
+        try:
+            return await _prepare(ctx, attempt_id)
+        except Exception as exc:
+            if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable; the send waits", attempt_id=str(attempt_id), error=database_message(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, Any] | None:
+    """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
+    ready = await _prepare_when_reachable(ctx, attempt_id)
+    if not isinstance(ready, _Send):
+        return ready
     timeout = ctx["settings"].worker.send_timeout
     try:
-        with metrics.send_timer(attempt.service):
-            provider_id = await asyncio.wait_for(plugin.send(outgoing, address, credentials), timeout)
+        sending = ready.plugin.send(ready.outgoing, ready.address, ready.credentials)
+        with metrics.send_timer(ready.plugin.info.name):
+            provider_id = await asyncio.wait_for(sending, timeout)
     except PluginError as exc:
         return {"outcome": "failed", "reason": str(exc) or type(exc).__name__}
     except TimeoutError:
         return {"outcome": "failed", "reason": f"timeout: no answer within {timeout:g}s"}
     except Exception as exc:
-        log.warning("plugin raised", service=attempt.service, error=repr(exc))
+        log.warning("plugin raised", service=ready.plugin.info.name, error=repr(exc))
         return {"outcome": "failed", "reason": f"plugin error: {type(exc).__name__}: {exc}"[:1000]}
     if not isinstance(provider_id, str) or not provider_id.strip() or len(provider_id) > 255:
         return {"outcome": "failed", "reason": "plugin returned no usable provider message id"}
@@ -147,7 +190,11 @@ async def send_message(ctx: MessagingContext, *, attempt_id: str) -> dict[str, A
         if beat is not None:
             beat.cancel()
     if event is not None:
-        await report(ctx, attempt_id, event)
+        try:
+            await report(ctx, attempt_id, event)
+        except Exception as exc:  # the send happened: never fail the job (a failed send job is a lost worker)
+            # the job ends complete with the event as its result, and the sweep replays it
+            log.warning("event not queued; the sweep will replay it", attempt_id=attempt_id, error=repr(exc))
     return event
 
 
@@ -182,7 +229,7 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
     send_queue = ctx["queues"][SEND_QUEUE]
     now = utcnow()
     stale_after = timedelta(seconds=ctx["settings"].worker.stale_seconds)
-    counts = {"dispatched": 0, "requeued": 0, "replayed": 0, "lost": 0}
+    counts = {"dispatched": 0, "resumed": 0, "requeued": 0, "replayed": 0, "lost": 0}
     async with ctx["sessions"]() as session:
         due = list(
             await session.scalars(
@@ -204,16 +251,39 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
                 .limit(1000)
             )
         )
+        # sending, yet no attempt pending or sent: the dispatch after a failed attempt was lost (the
+        # database went away in between); the chain moves on
+        stalled = list(
+            await session.scalars(
+                select(Message.id)
+                .where(
+                    Message.state == MessageState.SENDING,
+                    Message.updated_at < now - stale_after,
+                    ~exists().where(
+                        Attempt.message_id == Message.id,
+                        Attempt.outcome.in_((AttemptOutcome.PENDING, AttemptOutcome.SENT)),
+                    ),
+                )
+                .limit(1000)
+            )
+        )
     for message_id in due:
         async with ctx["sessions"]() as session:
             await coordinator.dispatch(session, message_id)
         counts["dispatched"] += 1
+    for message_id in stalled:
+        async with ctx["sessions"]() as session:
+            await coordinator.dispatch(session, message_id)
+        counts["resumed"] += 1
     for attempt in stale:
         job = await send_queue.job(send_job_key(attempt.id))
         if job is None:  # Redis lost it: send again
             await coordinator.enqueue_send(attempt.id)
             counts["requeued"] += 1
-        elif job.status == Status.COMPLETE and isinstance(job.result, dict):  # the event got lost
+        elif isinstance(job.result, dict) and job.status in (Status.COMPLETE, Status.ABORTED):
+            # the send ran to its end and the event got lost (or is still queued: a replay is harmless).
+            # ABORTED with a result: SAQ's sweep took the job, between its dequeue and its start, for an
+            # orphan and marked it aborted after it completed (docs/decisions/0004): it was sent all the same
             await report(ctx, str(attempt.id), job.result)
             counts["replayed"] += 1
         elif job.status in (Status.FAILED, Status.ABORTED) or (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 from typing import Any
 
@@ -87,8 +88,9 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     common: dict[str, Any] = {
         "startup": startup,
         "shutdown": shutdown,
-        # On SIGTERM a job in flight may finish (a plugin gets send_timeout); idle workers stop at once.
-        "shutdown_grace_period_s": int(settings.worker.send_timeout) + 5,
+        # On SIGTERM the jobs in flight get the grace period; idle workers stop at once. A job still
+        # running then is cancelled and SAQ puts it back on its queue (docs/decisions/0036).
+        "shutdown_grace_period_s": math.ceil(settings.worker.shutdown_grace),
         "dequeue_timeout": 1.0,
         "timers": {"sweep": every},
     }
@@ -131,7 +133,10 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
 
 
 async def run_workers(settings: Settings) -> None:
-    """Run until SIGINT/SIGTERM; in-flight jobs get a grace period."""
+    """Run until SIGINT/SIGTERM, then stop taking jobs, give those in flight the grace period and exit.
+
+    A second signal changes nothing: the orchestrator's own deadline (SIGKILL) is the hard stop, and
+    what a SIGKILL interrupts the sweep recovers."""
     engine = make_sqlalchemy_config(settings).get_engine()
     workers = make_workers(settings, engine)
     log.info("workers starting", queues=[w.queue.name for w in workers], concurrency=settings.worker.concurrency)
@@ -141,7 +146,7 @@ async def run_workers(settings: Settings) -> None:
         loop.add_signal_handler(signum, stopping.set)
     tasks = [asyncio.create_task(w.start()) for w in workers]
     await stopping.wait()
-    log.info("workers stopping")
+    log.info("workers stopping", grace_seconds=settings.worker.shutdown_grace)
     await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
     await asyncio.gather(*tasks, return_exceptions=True)
     await engine.dispose()
