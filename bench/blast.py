@@ -2,7 +2,7 @@
 
     uv run python bench/blast.py [-n 100000] [--workers 1] [--database-url URL] [--redis-url URL]
 
-1. baseline: ``--noop-jobs`` (default min(N, 20,000)) no-op SAQ jobs processed by bare SAQ worker
+1. baseline: ``--noop-jobs`` (default min(N, 5,000)) no-op SAQ jobs processed by bare SAQ worker
    processes (the same Redis, the same number of processes and concurrency; bench/pipeline.py's);
 2. blast: N contacts bulk-inserted in one category, ``POST /api/v1/blasts`` to a ``voluble run`` server,
    ``voluble workers run`` processes fan it out and send it; timed from the POST until every message is
@@ -92,7 +92,9 @@ async def insert_contacts(sessions: Any, org_id: uuid.UUID, category_id: uuid.UU
                     for k, i in enumerate(ids)
                 ],
             )
-            await session.execute(insert(contact_category), [{"contact_id": i, "category_id": category_id} for i in ids])
+            await session.execute(
+                insert(contact_category), [{"contact_id": i, "category_id": category_id} for i in ids]
+            )
             await session.commit()
 
 
@@ -206,7 +208,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=100_000, help="contacts in the blast's audience")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in each phase")
     parser.add_argument("--concurrency", type=int, default=10, help="jobs per worker process and queue")
-    parser.add_argument("--noop-jobs", type=int, default=None, help="no-op jobs of the baseline (min(N, 20000))")
+    parser.add_argument("--noop-jobs", type=int, default=None, help="no-op jobs of the baseline (min(N, 5000))")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--redis-url", default=os.environ.get("VOLUBLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--noop-worker", default=None, help=argparse.SUPPRESS)
@@ -218,7 +220,7 @@ def main() -> None:
         database_url = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
         print(f"n={args.n} workers={args.workers} concurrency={args.concurrency}")
         print(f"database={database_url.split('@')[-1]} redis={args.redis_url}")
-        noop_jobs = args.noop_jobs or min(args.n, 20_000)
+        noop_jobs = args.noop_jobs or min(args.n, 5_000)
         noop_rate = asyncio.run(baseline(noop_jobs, args.redis_url, args.workers, args.concurrency))
         print(f"bare SAQ no-op jobs:    {noop_rate:8.1f} jobs/s ({noop_jobs} jobs)")
         posted, elapsed, peak = asyncio.run(

@@ -132,3 +132,40 @@ async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
     lines = [json.loads(line) for line in outbox_path(settings.var_dir).read_text().splitlines()]
     logged = [line["message_id"] for line in lines if uuid.UUID(line["message_id"]) in set(ids)]
     assert sorted(logged) == sorted(str(i) for i in ids)  # each once
+    provider_ids = {line["message_id"]: line["provider_message_id"] for line in lines}
+    async with sessions() as session:  # each message and its attempt got its own provider id (one UPDATE each)
+        rows = await session.execute(
+            select(Message.id, Message.provider_message_id, Attempt.provider_message_id)
+            .join(Attempt, Attempt.message_id == Message.id)
+            .where(Message.id.in_(ids))
+        )
+        assert {str(m): (p, a) for m, p, a in rows} == {str(i): (provider_ids[str(i)],) * 2 for i in ids}
+
+
+async def test_moves_in_bulk_write_their_events_for_subscribed_organizations(
+    client: AsyncTestClient[Any], world: World, sessions: Any
+) -> None:
+    from app.messaging import state
+    from app.webhooks.models import WebhookEvent
+
+    subscribed, silent = await tenant(world), await tenant(world)
+    hook = {"url": "http://127.0.0.1:9/hook", "event_types": ["message.state_changed"]}
+    assert (await client.post("/api/v1/webhooks", json=hook, headers=subscribed.admin)).status_code == 201
+    ids: dict[str, list[uuid.UUID]] = {}
+    people_of = {t.org_id: await contacts(sessions, t, 3) for t in (subscribed, silent)}
+    async with sessions() as session:
+        for t in (subscribed, silent):
+            people = people_of[t.org_id]
+            ids[t.org_id] = [uuid.uuid4() for _ in people]
+            rows = [
+                {"id": i, "organization_id": uuid.UUID(t.org_id), "contact_id": c, "route": ["log"], "content": "Hi"}
+                for i, c in zip(ids[t.org_id], people, strict=True)
+            ]
+            await session.execute(insert(Message), rows)
+        moved = await state.move_many(session, [i for v in ids.values() for i in v], MessageState.FAILED)
+        assert len(moved) == 6
+        await session.commit()
+        events = list(await session.scalars(select(WebhookEvent)))
+    assert sorted(str(e.payload["id"]) for e in events) == sorted(str(i) for i in ids[subscribed.org_id])
+    assert {e.type for e in events} == {"message.state_changed"}
+    assert all(e.payload["state"] == "MSG_FAILED" for e in events)

@@ -3,7 +3,9 @@
 Outgoing messages move only forward along PENDING → SENDING → SENT → DELIVERED_SERVICE →
 DELIVERED_USER → READ → REPLIED; FAILED is reachable from PENDING and SENDING. Every transition
 is a conditional UPDATE (``WHERE state IN <allowed predecessors>``), so concurrent coordinators,
-late receipts and repeated events can never move a message backwards or twice.
+late receipts and repeated events can never move a message backwards or twice. :func:`move` moves one
+message, :func:`move_many` a batch (blast traffic) by the same rule in one statement; both write the
+``message.state_changed`` webhook events of what they moved in the same transaction.
 """
 
 from __future__ import annotations
