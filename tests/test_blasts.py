@@ -325,7 +325,12 @@ async def test_cancel_of_a_running_blast(client: AsyncTestClient[Any], world: Wo
     at_cancel = await messages_of(sessions, blast_id)
     with_worker = {m.id for m in at_cancel if m.state in ("MSG_SENDING", "MSG_SENT")}
     assert not any(m.state == "MSG_PENDING" for m in at_cancel)
-    await asyncio.sleep(4)  # let what was with a worker finish; nothing else may move
+    # let what was with a worker finish; the queued send jobs of the blast fail their messages "cancelled"
+    deadline = time.monotonic() + 60
+    while any(m.state == "MSG_SENDING" for m in await messages_of(sessions, blast_id)):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(1)  # nothing else may move
     after = await messages_of(sessions, blast_id)
     assert {m.id for m in after} == {m.id for m in at_cancel}  # nothing created after the cancel
     assert {m.id for m in after if m.state == "MSG_SENT"} <= with_worker
