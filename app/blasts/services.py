@@ -1,4 +1,4 @@
-"""Business rules of blasts: accept one (audience resolved in SQL), report on it, cancel it.
+"""Business rules of blasts: accept one (audience counted in SQL), report on it, cancel it.
 
 The fan-out itself runs in the workers (:mod:`app.blasts.fanout`); see docs/decisions/0022-blast-fan-out.md.
 """
@@ -30,8 +30,9 @@ from app.messaging import credits, state, templating
 from app.messaging.models import Message, MessageState
 from app.messaging.services import ServicechainService
 
-#: the message states a blast's stats report (every outgoing one)
 CANCEL_CHUNK = 500
+#: seconds before the first fan-out step of a blast sent now
+FIRST_STEP_DELAY = 1.0
 
 
 class BlastRepository(OrgScopedRepository[Blast]):
@@ -151,7 +152,8 @@ class BlastService(OrgScopedService[Blast]):
         """:meth:`accept`, then start the fan-out (a scheduled blast waits for ``blast_tick``)."""
         blast, replayed = await self.accept(data, created_by, idempotency_key, digest)
         if not replayed and blast.state == BlastState.FANNING_OUT:
-            await enqueue_step(queue, blast.id, blast.generation)
+            # the first step snapshots the audience: a second later, not beside this request's answer
+            await enqueue_step(queue, blast.id, blast.generation, FIRST_STEP_DELAY)
         return blast, replayed
 
     # ------------------------------------------------------------------ reporting
