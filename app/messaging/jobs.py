@@ -172,8 +172,9 @@ async def _call(send: _Send, seconds: float) -> Event:
 
 
 async def before_send(ctx: MessagingContext, send: _Send) -> None:
-    """Called right before each plugin call of blast traffic: the place for the per-service rate limit
-    (issue 10 item 4: wait for a token of ``send.service`` for ``send.outgoing.organization_id``)."""
+    """Called right before each plugin call (``send_message`` and ``send_batch``): the one place for the
+    per-service rate limit (issue 10 item 4: wait for a token of ``send.service`` for
+    ``send.outgoing.organization_id``)."""
     return None
 
 
@@ -185,6 +186,7 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> Event | None
         return events[attempt_id]
     if not sends:
         return None
+    await before_send(ctx, sends[0])
     return await _call(sends[0], ctx["settings"].worker.send_timeout)
 
 
