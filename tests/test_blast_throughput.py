@@ -169,3 +169,19 @@ async def test_moves_in_bulk_write_their_events_for_subscribed_organizations(
     assert sorted(str(e.payload["id"]) for e in events) == sorted(str(i) for i in ids[subscribed.org_id])
     assert {e.type for e in events} == {"message.state_changed"}
     assert all(e.payload["state"] == "MSG_FAILED" for e in events)
+
+
+async def test_the_coordinators_status_cache_outlives_the_session_that_read_it(
+    settings: Settings, sessions: Any
+) -> None:
+    from app.servicehost.registry import check_and_record
+
+    registry = load_registry(settings)
+    await check_and_record(registry, sessions)
+    coordinator = Coordinator(settings=settings, registry=registry, queues={})
+    async with sessions() as session:
+        statuses = await coordinator.statuses(session)
+        await session.rollback()  # expires what the session loaded
+    assert statuses["log"].status == "available"  # plain values: no DetachedInstanceError
+    async with sessions() as session:
+        assert await coordinator.statuses(session) is statuses  # cached (STATUS_TTL)
