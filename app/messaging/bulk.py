@@ -53,6 +53,12 @@ class Batch:
     attempt_ids: list[UUID]
 
 
+def _by_id(column: Any, values: dict[UUID, str]) -> Any:
+    """``CASE WHEN id = … THEN …``: each row its own value in one UPDATE. The comparisons bind each id with
+    the column's type (a ``case(mapping, value=column)`` would not: on SQLite no id would match)."""
+    return case(*[(column == key, value) for key, value in values.items()])
+
+
 def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -209,7 +215,7 @@ async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcom
                 .where(Attempt.id.in_(list(provider_ids)))
                 .values(
                     outcome=AttemptOutcome.SENT,
-                    provider_message_id=case(provider_ids, value=Attempt.id),
+                    provider_message_id=_by_id(Attempt.id, provider_ids),
                     finished_at=now,
                     updated_at=now,
                 )
@@ -222,7 +228,7 @@ async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcom
                 .where(Attempt.id.in_(list(reasons)))
                 .values(
                     outcome=AttemptOutcome.FAILED,
-                    error=case(reasons, value=Attempt.id),
+                    error=_by_id(Attempt.id, reasons),
                     finished_at=now,
                     updated_at=now,
                 )
@@ -240,7 +246,7 @@ async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcom
                 list(provider_of),
                 accepted,
                 service=service,
-                provider_message_id=case(provider_of, value=Message.id),
+                provider_message_id=_by_id(Message.id, provider_of),
                 sent_at=now,
             )
             await credits.charge_many(session, org_id, moved)
