@@ -35,6 +35,7 @@ from app.api.hooks import make_hooks_router
 from app.api.metrics import metrics_endpoint
 from app.api.router import make_api_router
 from app.api.system import health, oauth_token, ready
+from app.blasts.fanout import stopped as blast_stopped
 from app.config import BASE_DIR, Settings
 from app.db.config import make_sqlalchemy_config
 from app.logging import configure_logging
@@ -101,6 +102,7 @@ class CorePlugin(InitPluginProtocol, CLIPluginProtocol):
                 queues=app.state.queues,
                 send_timeout=settings.worker.send_timeout,
                 heartbeat=settings.worker.heartbeat_seconds,
+                stopped_blasts=blast_stopped,
             )
             # the plugin health check: load and self-test every plugin, record it for every process
             await startup_check(settings, self.sqlalchemy.create_session_maker())

@@ -4,6 +4,8 @@ stays the source of truth.
 
 - ``default``: system jobs (mails, plugin re-checks, the sweep);
 - ``send``: one job per attempt: a worker calls a plugin and reports the outcome as an event;
+- ``blast``: blast traffic, one job per batch of attempts of one organization and service (``send_batch``),
+  on its own queue so that it never holds back single sends (every worker process serves both);
 - ``events``: the coordinator applies outcomes (state machine, fallback, credits);
 - ``webhooks``: the webhook dispatcher and one job per delivery attempt (a slow receiver delays no send).
 """
@@ -23,9 +25,10 @@ from app.config import Settings
 
 DEFAULT_QUEUE = "default"
 SEND_QUEUE = "send"
+BLAST_QUEUE = "blast"
 EVENTS_QUEUE = "events"
 WEBHOOKS_QUEUE = "webhooks"
-QUEUE_NAMES = (DEFAULT_QUEUE, SEND_QUEUE, EVENTS_QUEUE, WEBHOOKS_QUEUE)
+QUEUE_NAMES = (DEFAULT_QUEUE, SEND_QUEUE, BLAST_QUEUE, EVENTS_QUEUE, WEBHOOKS_QUEUE)
 
 # Enqueue options of each job: SAQ's ``retries`` counts total attempts.
 
@@ -60,6 +63,22 @@ def send_job_options(send_timeout: float, heartbeat: int) -> dict[str, Any]:
     retries=1: one run. A run that dies (killed worker) is not retried blindly on the same service; the
     sweep records it as a failed attempt and the chain moves on."""
     return {"timeout": int(send_timeout) + 30, "heartbeat": heartbeat, "retries": 1}
+
+
+#: attempts one ``send_batch`` job carries (one organization, one service)
+SEND_BATCH = 100
+
+
+def batch_job_key(batch_id: object) -> str:
+    """The key of a ``send_batch`` job, recorded on each of its attempts (``Attempt.job_key``): the sweep
+    finds the job of a stale attempt by it."""
+    return f"batch:{batch_id}"
+
+
+def batch_job_options(send_timeout: float, heartbeat: int, size: int) -> dict[str, Any]:
+    """``send_batch``: as :func:`send_job_options` (one run), with room for ``size`` plugin calls made a few at
+    a time (:data:`app.messaging.batches.SEND_CONCURRENCY`) and the heartbeat proving the worker alive."""
+    return {"timeout": int(send_timeout * max(1, size // 10)) + 30, "heartbeat": heartbeat, "retries": 1}
 
 
 class JobContext(Context):

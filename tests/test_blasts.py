@@ -308,10 +308,10 @@ async def test_scheduled_blast_starts_when_due(client: AsyncTestClient[Any], wor
 
 @pytest.mark.usefixtures("worker")
 async def test_cancel_of_a_running_blast(client: AsyncTestClient[Any], world: World, sessions: Any) -> None:
-    t = await tenant(world, plan=Plan.PAY_IN_ADVANCE, credits=1000)
+    t = await tenant(world, plan=Plan.PAY_IN_ADVANCE, credits=2500)
     chain = await setup_chain(client, t, ["log"])
     members = await category(sessions, t)
-    await contacts(sessions, t, 800, members)
+    await contacts(sessions, t, 2000, members)  # beyond the fan-out's window (fanout.WINDOW)
     r = await post_blast(
         client, t, name="big", content="Hi {{ first_name }}", servicechain_id=chain, category_ids=[str(members)]
     )
@@ -325,7 +325,12 @@ async def test_cancel_of_a_running_blast(client: AsyncTestClient[Any], world: Wo
     at_cancel = await messages_of(sessions, blast_id)
     with_worker = {m.id for m in at_cancel if m.state in ("MSG_SENDING", "MSG_SENT")}
     assert not any(m.state == "MSG_PENDING" for m in at_cancel)
-    await asyncio.sleep(4)  # let what was with a worker finish; nothing else may move
+    # let what was with a worker finish; the queued send jobs of the blast fail their messages "cancelled"
+    deadline = time.monotonic() + 60
+    while any(m.state == "MSG_SENDING" for m in await messages_of(sessions, blast_id)):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.25)
+    await asyncio.sleep(1)  # nothing else may move
     after = await messages_of(sessions, blast_id)
     assert {m.id for m in after} == {m.id for m in at_cancel}  # nothing created after the cancel
     assert {m.id for m in after if m.state == "MSG_SENT"} <= with_worker
@@ -333,9 +338,9 @@ async def test_cancel_of_a_running_blast(client: AsyncTestClient[Any], world: Wo
     body = (await client.get(f"/api/v1/blasts/{blast_id}", headers=t.user)).json()
     assert body["stats"]["not_created"] > 0
     states = sum(v for k, v in body["stats"].items() if k.startswith("MSG_"))
-    assert states + body["stats"]["not_created"] == body["audience"] == 800
+    assert states + body["stats"]["not_created"] == body["audience"] == 2000
     sent = sum(1 for m in after if m.state == "MSG_SENT")
-    assert await org_credits(sessions, t) == (1000 - sent, 0)  # only what was sent is charged
+    assert await org_credits(sessions, t) == (2500 - sent, 0)  # only what was sent is charged
     assert (await client.post(f"/api/v1/blasts/{blast_id}/cancel", headers=t.user)).status_code == 409
 
 

@@ -1,22 +1,24 @@
-"""The fan-out of a blast, one step at a time (docs/decisions/0022-blast-fan-out.md).
+"""The fan-out of a blast, one step at a time (docs/decisions/0022-blast-fan-out.md, 0029-blast-throughput.md).
 
 A step claims the blast (``generation`` compare-and-set: one chain of steps at a time, a stale or
-repeated job changes nothing), creates at most one batch of messages for the next recipients in key
-order (rendered per contact, one multi-row INSERT, the blast's reserved credits passed on to them,
-the cursor moved, all in one transaction), then hands them to the coordinator. The number of messages
-of a blast in flight is bounded (:data:`WINDOW`), so the send queue never holds a whole blast: single
-messages and other blasts get their turn, and a cancel still finds most of the audience not yet sent.
+repeated job changes nothing). The first step snapshots the audience the POST counted into
+``blast_recipient``. Each later one, in one transaction, creates at most one batch of messages for the
+next recipients in key order (rendered per contact, one multi-row INSERT, the blast's reserved credits
+passed on to them, the cursor moved) and hands them to the coordinator's bulk path (attempts in one
+INSERT, one move to MSG_SENDING), then enqueues their ``send_batch`` jobs. The number of messages of a
+blast in flight is bounded (:data:`WINDOW`), so the blast queue never holds a whole blast: other blasts
+get their turn, and a cancel still finds most of the audience not yet sent.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
-from sqlalchemy import func, or_, select, update
+from advanced_alchemy.types import GUID
+from sqlalchemy import ColumnElement, delete, false, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
@@ -24,10 +26,11 @@ from app import metrics
 from app.blasts.models import Blast, BlastState, blast_recipient
 from app.blasts.present import payload
 from app.clock import utcnow
-from app.contacts.models import Contact
+from app.contacts.models import Contact, contact_category
 from app.db.config import write_transaction
+from app.errors import PaymentRequired
 from app.logging import get_logger
-from app.messaging import credits, state, templating
+from app.messaging import bulk, credits, state, templating
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import CreditState, Direction, Message, MessageState
 from app.messaging.services import MessageRepository
@@ -35,10 +38,13 @@ from app.webhooks.outbox import emit_now
 
 log = get_logger(__name__)
 
-#: messages created per step (one transaction); a step creates more only once fewer wait to be handed on
-BATCH = 100
+#: messages created (and handed on) per step, in one transaction
+BATCH = 250
 #: messages of one blast pending or sending at once
-WINDOW = 500
+WINDOW = 1000
+#: seconds before the next step while the window is full, and once every message is created
+FULL_DELAY = 0.2
+IDLE_DELAY = 1.0
 
 Sessions = Callable[[], AsyncSession]
 
@@ -69,6 +75,79 @@ async def in_flight(session: AsyncSession, blast_id: UUID) -> int:
     )
 
 
+def members(organization_id: UUID, contact_ids: Sequence[Any], category_ids: Sequence[Any]) -> ColumnElement[bool]:
+    """The union of the contacts and the members of the categories, in this organization."""
+    parts: list[ColumnElement[bool]] = []
+    if contact_ids:
+        parts.append(Contact.id.in_([UUID(str(i)) for i in set(contact_ids)]))
+    if category_ids:
+        categories = [UUID(str(i)) for i in category_ids]
+        belong = select(contact_category.c.contact_id).where(contact_category.c.category_id.in_(categories))
+        parts.append(Contact.id.in_(belong))
+    return (Contact.organization_id == organization_id) & (or_(*parts) if parts else false())
+
+
+async def snapshot(session: AsyncSession, blast: Blast) -> None:
+    """The audience the POST counted, written into ``blast_recipient`` (one INSERT … SELECT; each contact once
+    by its primary key) by the first step. Contacts created after the blast are not part of it; if the
+    audience changed meanwhile (a contact opted out, deleted, or added to a category), the blast's audience
+    and reserved credits follow, and recipients for whom no credit can be reserved (pay in advance) are
+    left out."""
+    selection = blast.selection or {}
+    who = members(blast.organization_id, selection.get("contact_ids", []), selection.get("category_ids", []))
+    result = await session.execute(
+        insert(blast_recipient).from_select(
+            ["blast_id", "contact_id"],
+            # in key order: the primary key's index is appended to, not split at random
+            select(literal(blast.id, GUID), Contact.id)
+            .where(who, Contact.opted_out.is_(False), Contact.created_at <= blast.created_at)
+            .order_by(Contact.id),
+        )
+    )
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    delta = count - blast.audience
+    if delta > 0:
+        try:
+            await credits.reserve(session, blast.organization_id, delta)
+        except PaymentRequired:
+            extra = (
+                select(blast_recipient.c.contact_id)
+                .where(blast_recipient.c.blast_id == blast.id)
+                .order_by(blast_recipient.c.contact_id.desc())
+                .limit(delta)
+            )
+            await session.execute(
+                delete(blast_recipient).where(
+                    blast_recipient.c.blast_id == blast.id, blast_recipient.c.contact_id.in_(extra)
+                )
+            )
+            log.info("blast audience grew beyond its credits", blast_id=str(blast.id), left_out=delta)
+            delta = 0
+    elif delta < 0:
+        await credits.unreserve(session, blast.organization_id, -delta)
+    await session.execute(
+        update(Blast)
+        .where(Blast.id == blast.id)
+        .values(
+            selection=None,
+            audience=Blast.audience + delta,
+            credits_held=Blast.credits_held + delta,
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def stopped(session: AsyncSession, blast_ids: set[UUID]) -> set[UUID]:
+    """The blasts among these that must send nothing more (cancelled): the coordinator's ``stopped_blasts``."""
+    if not blast_ids:
+        return set()
+    found = await session.scalars(
+        select(Blast.id).where(Blast.id.in_(list(blast_ids)), Blast.state == BlastState.CANCELLED)
+    )
+    return set(found)
+
+
 def _render_all(content: str, values: list[dict[str, str]]) -> list[str | templating.TemplateProblem]:
     out: list[str | templating.TemplateProblem] = []
     for v in values:
@@ -79,8 +158,9 @@ def _render_all(content: str, values: list[dict[str, str]]) -> list[str | templa
     return out
 
 
-async def create_batch(session: AsyncSession, blast: Blast, size: int) -> list[UUID]:
-    """Messages for the next ``size`` recipients; the ids of those to hand to the coordinator."""
+async def create_batch(session: AsyncSession, blast: Blast, size: int) -> tuple[list[UUID], bool]:
+    """Messages for the next ``size`` recipients: the ids of those to hand to the coordinator, and whether
+    every recipient has its message now."""
     query = (
         select(Contact)
         .join(blast_recipient, blast_recipient.c.contact_id == Contact.id)
@@ -130,7 +210,7 @@ async def create_batch(session: AsyncSession, blast: Blast, size: int) -> list[U
     await session.execute(
         update(Blast).where(Blast.id == blast.id).values(**changes).execution_options(synchronize_session=False)
     )
-    return ready
+    return ready, len(contacts) < size
 
 
 async def release_held(session: AsyncSession, blast_id: UUID, organization_id: UUID) -> None:
@@ -169,68 +249,38 @@ async def finish_if_done(session: AsyncSession, blast_id: UUID) -> bool:
         return True
 
 
-async def take_pending(session: AsyncSession, blast_id: UUID, stale_after: float) -> list[UUID]:
-    """The blast's messages not yet handed to the coordinator that this step will hand on, oldest first.
+async def step(sessions: Sessions, coordinator: Coordinator, blast_id: UUID, generation: int) -> float | None:
+    """One step of the fan-out: seconds until the next one should run, or None when the blast has ended.
 
-    Taking one renews its ``updated_at``: the sweep's recovery of lost PENDING messages leaves it alone
-    while a live step works on it (a step lasts a third of ``stale_after``). A message left longer
-    than three times that by a step that died, and not recovered by the sweep meanwhile, is taken too.
-    """
-    now = utcnow()
-    ids = list(
-        await session.scalars(
-            select(Message.id)
-            .where(Message.blast_id == blast_id, Message.state == MessageState.PENDING)
-            .order_by(Message.created_at)
-            .limit(BATCH)
-        )
-    )
-    if not ids:
-        return []
-    result = await session.execute(
-        update(Message)
-        .where(
-            Message.id.in_(ids),
-            Message.state == MessageState.PENDING,
-            # fresh ones are this chain's own; stale ones are the sweep's, unless it is lost too
-            or_(
-                Message.updated_at >= now - timedelta(seconds=stale_after),
-                Message.updated_at < now - timedelta(seconds=3 * stale_after),
-            ),
-        )
-        .values(updated_at=now)
-        .returning(Message.id)
-        .execution_options(synchronize_session=False)
-    )
-    return list(result.scalars())
-
-
-async def step(
-    sessions: Sessions, coordinator: Coordinator, blast_id: UUID, generation: int, stale_after: float
-) -> tuple[bool, bool]:
-    """One step of the fan-out, lasting about a third of ``stale_after`` (its claim keeps the blast
-    fresh for ``blast_tick``): (whether another step should follow, whether it should follow at once)."""
+    Creating a batch, handing it on (its attempts, its move to MSG_SENDING) and moving the cursor commit
+    together, so a step killed half-way changes nothing; its send jobs are enqueued once committed (a job
+    lost in between is found again by the sweep, from its attempts' ``job_key``)."""
+    delay = IDLE_DELAY
     async with sessions() as session, write_transaction(session):
         blast = await claim(session, blast_id, generation)
         if blast is None:
-            return False, False
-        waiting = await take_pending(session, blast_id, stale_after)
-        if blast.state == BlastState.FANNING_OUT and len(waiting) < BATCH:
+            return None
+        if blast.selection is not None:
+            await snapshot(session, blast)
+            return 0.0
+        fanning_out = blast.state == BlastState.FANNING_OUT
+        created: list[UUID] = []
+        if fanning_out:
             room = WINDOW - await in_flight(session, blast_id)
+            delay = FULL_DELAY
             if room > 0:
-                await create_batch(session, blast, min(BATCH, room))
-                waiting = await take_pending(session, blast_id, stale_after)
-    deadline = time.monotonic() + stale_after / 3
-    handed = 0
-    for message_id in waiting:  # a cancel meanwhile has failed them: dispatch leaves them be
-        if time.monotonic() > deadline:
-            break
-        try:  # dispatch reads, then writes: on SQLite it must hold the write lock from the start
-            async with sessions() as session, write_transaction(session):
-                await coordinator.dispatch(session, message_id)
-            handed += 1
-        except Exception as exc:  # left PENDING: the next step hands it on
-            log.warning("blast message not dispatched", message_id=str(message_id), error=repr(exc)[:300])
+                created, done = await create_batch(session, blast, min(BATCH, room))
+                fanning_out, delay = not done, 0.0
+        # and any message of the blast still pending (one a hand-off left behind)
+        left = await session.scalars(
+            select(Message.id)
+            .where(Message.blast_id == blast_id, Message.state == MessageState.PENDING, Message.id.not_in(created))
+            .limit(BATCH)
+        )
+        batches = await bulk.hand_off(coordinator, session, [*created, *left])
+    await bulk.enqueue_batches(coordinator, batches)
+    if fanning_out:
+        return delay
     async with sessions() as session:
         ended = await finish_if_done(session, blast_id)
-    return not ended, handed > 0
+    return None if ended else delay

@@ -7,6 +7,7 @@ restarts the chain of steps of a blast whose worker died (the step's claim makes
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -26,8 +27,6 @@ log = get_logger(__name__)
 
 #: one run; a step lost with its worker is restarted by blast_tick
 STEP_OPTIONS: dict[str, Any] = {"timeout": 600, "retries": 1}
-#: seconds between steps while the window is full or the last messages are being sent
-IDLE_DELAY = 1.0
 
 
 async def enqueue_step(queue: Queue, blast_id: UUID | str, generation: int, delay: float = 0.0) -> None:
@@ -44,10 +43,12 @@ async def enqueue_step(queue: Queue, blast_id: UUID | str, generation: int, dela
 
 
 async def blast_step(ctx: dict[str, Any], *, blast_id: str, generation: int) -> None:
-    stale_after = float(ctx["settings"].worker.stale_seconds)
-    go_on, busy = await fanout.step(ctx["sessions"], ctx["coordinator"], UUID(blast_id), generation, stale_after)
-    if go_on:
-        await enqueue_step(ctx["queues"][DEFAULT_QUEUE], blast_id, generation + 1, 0.0 if busy else IDLE_DELAY)
+    delay = await fanout.step(ctx["sessions"], ctx["coordinator"], UUID(blast_id), generation)
+    if delay is not None:
+        if 0 < delay < 1:  # SAQ schedules by the second: a short wait is cheaper here
+            await asyncio.sleep(delay)
+            delay = 0.0
+        await enqueue_step(ctx["queues"][DEFAULT_QUEUE], blast_id, generation + 1, delay)
 
 
 async def blast_tick(ctx: dict[str, Any]) -> dict[str, int]:

@@ -52,6 +52,9 @@ class Blast(Base):
     #: contacts that get a message (opted-out ones excluded)
     audience: Mapped[int] = mapped_column(Integer, default=0)
     skipped_opted_out: Mapped[int] = mapped_column(Integer, default=0)
+    #: the audience as the request named it (``contact_ids``, ``category_ids``) until the first fan-out step
+    #: snapshots it into ``blast_recipient`` (then None): the POST only counts it
+    selection: Mapped[dict[str, list[str]] | None] = mapped_column(JsonB, default=None)
     #: messages created so far, and the last recipient (contact id, in key order) they reached
     fanned_out: Mapped[int] = mapped_column(Integer, default=0)
     cursor: Mapped[UUID | None] = mapped_column(GUID, default=None)

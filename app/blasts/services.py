@@ -1,4 +1,4 @@
-"""Business rules of blasts: accept one (audience resolved in SQL), report on it, cancel it.
+"""Business rules of blasts: accept one (audience counted in SQL), report on it, cancel it.
 
 The fan-out itself runs in the workers (:mod:`app.blasts.fanout`); see docs/decisions/0022-blast-fan-out.md.
 """
@@ -10,21 +10,20 @@ from datetime import UTC
 from typing import Any
 from uuid import UUID
 
-from advanced_alchemy.types import GUID
 from saq import Queue
-from sqlalchemy import ColumnElement, case, false, func, insert, literal, or_, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
 from app.audit.services import record
 from app.blasts import schemas
-from app.blasts.fanout import release_held
+from app.blasts.fanout import members, release_held
 from app.blasts.jobs import enqueue_step
-from app.blasts.models import ACTIVE, Blast, BlastState, blast_recipient
+from app.blasts.models import ACTIVE, Blast, BlastState
 from app.blasts.present import present, state_counts
 from app.clock import utcnow
-from app.contacts.models import Category, Contact, contact_category
+from app.contacts.models import Category, Contact
 from app.db.config import write_transaction
 from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, FieldErrors, ValidationProblem
@@ -32,8 +31,9 @@ from app.messaging import credits, state, templating
 from app.messaging.models import Message, MessageState
 from app.messaging.services import ServicechainService
 
-#: the message states a blast's stats report (every outgoing one)
 CANCEL_CHUNK = 500
+#: seconds before the first fan-out step of a blast sent now
+FIRST_STEP_DELAY = 1.0
 
 
 class BlastRepository(OrgScopedRepository[Blast]):
@@ -83,16 +83,6 @@ class BlastService(OrgScopedService[Blast]):
         if errors:
             raise FieldErrors(errors)
 
-    def _members(self, contact_ids: Sequence[UUID], category_ids: Sequence[UUID]) -> ColumnElement[bool]:
-        """The union of the contacts and the members of the categories, in this organization."""
-        parts: list[ColumnElement[bool]] = []
-        if contact_ids:
-            parts.append(Contact.id.in_(list(set(contact_ids))))
-        if category_ids:
-            members = select(contact_category.c.contact_id).where(contact_category.c.category_id.in_(category_ids))
-            parts.append(Contact.id.in_(members))
-        return (Contact.organization_id == self.organization_id) & (or_(*parts) if parts else false())
-
     async def accept(
         self, data: schemas.BlastCreate, created_by: UUID | None, idempotency_key: str | None, digest: str
     ) -> tuple[Blast, bool]:
@@ -121,9 +111,9 @@ class BlastService(OrgScopedService[Blast]):
         if not data.contact_ids and not data.category_ids:
             raise ValidationProblem("Name the audience: contact_ids and/or category_ids.", "contact_ids")
         await self._check_ids(data.contact_ids, data.category_ids)
-        members = self._members(data.contact_ids, data.category_ids)
+        who = members(self.organization_id, data.contact_ids, data.category_ids)
         opted_out_sum = func.coalesce(func.sum(case((Contact.opted_out.is_(True), 1), else_=0)), 0)
-        total, opted_out = (await self.session.execute(select(func.count(), opted_out_sum).where(members))).one()
+        total, opted_out = (await self.session.execute(select(func.count(), opted_out_sum).where(who))).one()
         audience = int(total) - int(opted_out)
         if audience <= 0:
             raise ValidationProblem(
@@ -144,19 +134,15 @@ class BlastService(OrgScopedService[Blast]):
                 audience=audience,
                 skipped_opted_out=int(opted_out),
                 credits_held=audience,
+                # the first fan-out step snapshots it (fanout.snapshot): the POST only counts it
+                selection={
+                    "contact_ids": [str(i) for i in dict.fromkeys(data.contact_ids)],
+                    "category_ids": [str(i) for i in dict.fromkeys(data.category_ids)],
+                },
                 started_at=None if scheduled else now,
                 created_by=created_by,
                 idempotency_key=idempotency_key,
                 request_hash=digest if idempotency_key else None,
-            )
-        )
-        await self.session.execute(
-            insert(blast_recipient).from_select(
-                ["blast_id", "contact_id"],
-                # in key order: the primary key's index is appended to, not split at random
-                select(literal(blast.id, GUID), Contact.id)
-                .where(members, Contact.opted_out.is_(False))
-                .order_by(Contact.id),
             )
         )
         return blast
@@ -167,7 +153,8 @@ class BlastService(OrgScopedService[Blast]):
         """:meth:`accept`, then start the fan-out (a scheduled blast waits for ``blast_tick``)."""
         blast, replayed = await self.accept(data, created_by, idempotency_key, digest)
         if not replayed and blast.state == BlastState.FANNING_OUT:
-            await enqueue_step(queue, blast.id, blast.generation)
+            # the first step snapshots the audience: a second later, not beside this request's answer
+            await enqueue_step(queue, blast.id, blast.generation, FIRST_STEP_DELAY)
         return blast, replayed
 
     # ------------------------------------------------------------------ reporting
@@ -231,8 +218,8 @@ class BlastService(OrgScopedService[Blast]):
         if not contact_ids and not category_ids:
             return 0, 0
         opted_out_sum = func.coalesce(func.sum(case((Contact.opted_out.is_(True), 1), else_=0)), 0)
-        members = self._members(contact_ids, category_ids)
-        total, opted_out = (await self.session.execute(select(func.count(), opted_out_sum).where(members))).one()
+        who = members(self.organization_id, contact_ids, category_ids)
+        total, opted_out = (await self.session.execute(select(func.count(), opted_out_sum).where(who))).one()
         return int(total) - int(opted_out), int(opted_out)
 
     async def sample_members(
@@ -242,10 +229,10 @@ class BlastService(OrgScopedService[Blast]):
         may be rendered for."""
         if not contact_ids and not category_ids:
             return []
-        members = self._members(contact_ids, category_ids)
+        who = members(self.organization_id, contact_ids, category_ids)
         query = (
             select(Contact)
-            .where(members, Contact.opted_out.is_(False))
+            .where(who, Contact.opted_out.is_(False))
             .order_by(Contact.id)
             .limit(limit)
             .options(noload(Contact.categories))

@@ -9,6 +9,7 @@ state machine refuses backward moves, so a repeated event or a racing coordinato
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -40,15 +41,41 @@ log = get_logger(__name__)
 #: seconds a process trusts the service statuses it read (blacklisting applies within this delay)
 STATUS_TTL = 5.0
 
+#: ``(session, blast ids) -> those that must send nothing more`` (cancelled): app.blasts answers it; the
+#: processes set it (app/core.py, app/worker/runner.py), since the messaging layer does not know blasts
+StoppedBlasts = Callable[[AsyncSession, set[UUID]], Awaitable[set[UUID]]]
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """A recorded service status as plain values: the cache outlives the session that read it."""
+
+    status: str
+    reason: str | None
+
 
 @dataclass
 class Plan:
-    """What :meth:`Coordinator.plan` decided: the services skipped (seq, name, why), the one chosen (seq,
-    name), or why the message fails."""
+    """What :meth:`Coordinator.plan` decided for one message: the services it skips (``(seq, name,
+    reason)``, recorded as failed attempts), then the one to start at ``seq``, or why the message fails."""
 
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
-    chosen: tuple[int, str] | None = None
-    failure: str | None = None
+    service: str | None = None
+    seq: int = 0
+    fail: str | None = None
+
+
+class KnownCredentials:
+    """``CredentialService.has`` asked once per service for a batch of one organization's messages."""
+
+    def __init__(self, service: CredentialService) -> None:
+        self.service = service
+        self.known: dict[str, bool] = {}
+
+    async def has(self, name: str) -> bool:
+        if name not in self.known:
+            self.known[name] = await self.service.has(name)
+        return self.known[name]
 
 
 def pending_of(attempts: list[Attempt]) -> Attempt | None:
@@ -72,7 +99,9 @@ class Coordinator:
     send_timeout: float = 30.0
     #: a send job that misses its heartbeat this long is stuck (its worker died)
     heartbeat: int = 10
-    _status_cache: tuple[float, dict[str, Any]] | None = field(default=None, init=False, repr=False)
+    #: which blasts are cancelled (None: none is)
+    stopped_blasts: StoppedBlasts | None = None
+    _status_cache: tuple[float, dict[str, StatusView]] | None = field(default=None, init=False, repr=False)
 
     async def dispatch(self, session: AsyncSession, message_id: UUID) -> None:
         """Start the next service of the chain (or fail the message); commits, then enqueues the send job.
@@ -101,45 +130,68 @@ class Coordinator:
         reads, then :meth:`record` with the writes, to keep its write transaction short.)"""
         return await self._advance(session, message, 0, contact)
 
+    async def stopped(self, session: AsyncSession, blast_ids: set[UUID]) -> set[UUID]:
+        if self.stopped_blasts is None or not blast_ids:
+            return set()
+        return await self.stopped_blasts(session, blast_ids)
+
+    async def plan(
+        self,
+        message: Message,
+        seq: int,
+        contact: Contact | None,
+        org: Organization | None,
+        *,
+        statuses: dict[str, StatusView],
+        credentials: Any,
+        stopped: bool,
+    ) -> Plan:
+        """The rules of the chain for one message from attempt ``seq`` on: the one place they are decided
+        (for one message in :meth:`plan_for`, for a batch in :func:`app.messaging.bulk.hand_off`). Reads
+        nothing but the credentials (``has``; cached per batch by the bulk path)."""
+        if contact is None or org is None:
+            return Plan(fail="contact_missing")
+        if org.suspended:
+            return Plan(fail="organization_suspended")
+        if stopped:
+            return Plan(fail="cancelled")
+        if contact.opted_out:
+            return Plan(fail="opted_out")
+        plan = Plan()
+        while seq < len(message.route):
+            name = message.route[seq]
+            reason = await unusable(
+                name,
+                statuses=statuses,
+                registry=self.registry,
+                credentials=credentials,
+                contact=contact,
+                content=message.content,
+            )
+            if reason is None:
+                plan.service, plan.seq = name, seq
+                return plan
+            plan.skipped.append((seq, name, reason))
+            seq += 1
+        plan.fail = "every service of the chain failed" if message.route else "empty chain"
+        return plan
+
+    async def plan_for(self, session: AsyncSession, message: Message, contact: Contact | None, seq: int = 0) -> Plan:
+        """Reads only: what :meth:`plan` decides for one message, with what it needs read from the database."""
+        org = await session.get(Organization, message.organization_id)
+        statuses = await self.statuses(session)
+        creds = scoped(
+            CredentialService, session, message.organization_id, settings=self.settings, registry=self.registry
+        )
+        stopped = message.blast_id is not None and bool(await self.stopped(session, {message.blast_id}))
+        return await self.plan(message, seq, contact, org, statuses=statuses, credentials=creds, stopped=stopped)
+
     async def _advance(
         self, session: AsyncSession, message: Message, seq: int, contact: Contact | None
     ) -> Attempt | None:
         """Add the next usable service's attempt and move the message to MSG_SENDING (or fail it), in the
         caller's transaction; the attempt to enqueue once committed, if any."""
-        plan = await self.plan(session, message.organization_id, contact, message.route, message.content, seq)
-        return pending_of(await self.record(session, message, plan))
-
-    async def plan(
-        self,
-        session: AsyncSession,
-        organization_id: UUID,
-        contact: Contact | None,
-        route: list[str],
-        content: str,
-        seq: int = 0,
-    ) -> Plan:
-        """Reads only: which services of ``route`` (from ``seq`` on) cannot carry the message and why, and
-        the one that will (or why the message fails)."""
-        org = await session.get(Organization, organization_id)
-        if contact is None or org is None:
-            return Plan(failure="contact_missing")
-        if org.suspended:
-            return Plan(failure="organization_suspended")
-        if contact.opted_out:
-            return Plan(failure="opted_out")
-        statuses = await self._statuses(session)
-        creds = scoped(CredentialService, session, organization_id, settings=self.settings, registry=self.registry)
-        skipped: list[tuple[int, str, str]] = []
-        while seq < len(route):
-            name = route[seq]
-            reason = await unusable(
-                name, statuses=statuses, registry=self.registry, credentials=creds, contact=contact, content=content
-            )
-            if reason is None:
-                return Plan(skipped=skipped, chosen=(seq, name))
-            skipped.append((seq, name, reason))
-            seq += 1
-        return Plan(skipped=skipped, failure="every service of the chain failed" if route else "empty chain")
+        return pending_of(await self.record(session, message, await self.plan_for(session, message, contact, seq)))
 
     async def record(self, session: AsyncSession, message: Message, plan: Plan) -> list[Attempt]:
         """Writes only: the attempts of ``plan`` (returned, the pending one last) and the message's move (to
@@ -161,15 +213,16 @@ class Coordinator:
             )
             metrics.attempt_finished(name, "skipped")
         session.add_all(added)
-        if plan.chosen is None:
-            await self._fail(session, message, plan.failure or "every service of the chain failed")
+        if plan.service is None:
+            if added:
+                await session.flush()
+            await self._fail(session, message, plan.fail or "every service of the chain failed")
             return added
-        seq, name = plan.chosen
         attempt = Attempt(
             organization_id=message.organization_id,
             message_id=message.id,
-            seq=seq,
-            service=name,
+            seq=plan.seq,
+            service=plan.service,
             outcome=AttemptOutcome.PENDING,
             started_at=now,
         )
@@ -179,19 +232,17 @@ class Coordinator:
         except IntegrityError:  # another coordinator got here first
             await session.rollback()
             return []
-        row = await state.move_row(session, message.id, MessageState.SENDING, service=name)
+        row = await state.move_row(session, message.id, MessageState.SENDING, service=plan.service)
         if row is not None:
             apply_row(message, row)
         return [*added, attempt]
 
-    async def _statuses(self, session: AsyncSession) -> dict[str, Any]:
-        """The recorded service statuses, read at most every few seconds per process."""
+    async def statuses(self, session: AsyncSession) -> dict[str, StatusView]:
+        """The recorded service statuses, read at most every few seconds per process (as plain values)."""
         now = time.monotonic()
         if self._status_cache is None or now - self._status_cache[0] > STATUS_TTL:
-            statuses = await service_statuses(session)
-            for row in statuses.values():  # kept beyond this session: a rollback there must not expire them
-                session.expunge(row)
-            self._status_cache = (now, statuses)
+            rows = await service_statuses(session)
+            self._status_cache = (now, {name: StatusView(row.status, row.reason) for name, row in rows.items()})
         return self._status_cache[1]
 
     async def _fail(self, session: AsyncSession, message: Message, reason: str) -> None:

@@ -75,8 +75,10 @@ async def unreserve(session: AsyncSession, organization_id: UUID, count: int) ->
         )
 
 
-async def release_many(session: AsyncSession, organization_id: UUID, message_ids: Sequence[UUID]) -> int:
-    """:func:`release` for many messages: one UPDATE of the messages, one of the organization's row."""
+async def _settle_many(
+    session: AsyncSession, organization_id: UUID, message_ids: Sequence[UUID], to: CreditState
+) -> int:
+    """:func:`_settle` for many messages of one organization in one UPDATE; how many this call settled."""
     if not message_ids:
         return 0
     result = await session.execute(
@@ -86,13 +88,32 @@ async def release_many(session: AsyncSession, organization_id: UUID, message_ids
             Message.organization_id == organization_id,
             Message.credit == CreditState.RESERVED,
         )
-        .values(credit=CreditState.RELEASED)
+        .values(credit=to)
         .returning(Message.id)
         .execution_options(synchronize_session=False)
     )
-    released = len(result.scalars().all())
+    return len(result.scalars().all())
+
+
+async def release_many(session: AsyncSession, organization_id: UUID, message_ids: Sequence[UUID]) -> int:
+    """:func:`release` for many messages: one UPDATE of the messages, one of the organization's row."""
+    released = await _settle_many(session, organization_id, message_ids, CreditState.RELEASED)
     await unreserve(session, organization_id, released)
     return released
+
+
+async def charge_many(session: AsyncSession, organization_id: UUID, message_ids: Sequence[UUID]) -> int:
+    """:func:`charge` for many messages: one UPDATE of the messages, one of the organization's row (a hot
+    spot: one lock per batch, never one per message)."""
+    charged = await _settle_many(session, organization_id, message_ids, CreditState.CHARGED)
+    if charged:
+        await session.execute(
+            update(Organization)
+            .where(Organization.id == organization_id)
+            .values(credits=Organization.credits - charged, credits_reserved=Organization.credits_reserved - charged)
+            .execution_options(synchronize_session=False)
+        )
+    return charged
 
 
 async def add(session: AsyncSession, organization_id: UUID, amount: int) -> None:

@@ -2,7 +2,9 @@
 
 ``send_message`` runs on the ``send`` queue: it calls the plugin naively and reports what happened
 as an event; it never decides fallback and never writes message state. ``message_sent`` and
-``attempt_failed`` run on the ``events`` queue: the coordinator applies them. ``sweep`` is a cron job
+``attempt_failed`` run on the ``events`` queue: the coordinator applies them. Blast traffic does the
+same in batches: ``send_batch`` (``blast`` queue) sends the attempts of one organization and service and
+reports them in one ``apply_outcomes`` event (app/messaging/bulk.py). ``sweep`` is a cron job
 that finds work the queues lost (a killed worker, a restarted Redis) and puts it back; ``roll_up_stats``
 one that keeps the dashboard's counts of the closed days (:mod:`app.messaging.rollup`).
 """
@@ -18,6 +20,7 @@ from uuid import UUID
 
 from saq import Status
 from sqlalchemy import exists, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
 
 from app import metrics
@@ -25,19 +28,24 @@ from app.clock import utcnow
 from app.contacts.models import Contact
 from app.db.config import database_message, is_connection_error
 from app.logging import get_logger
-from app.messaging import rollup
+from app.messaging import bulk, rollup
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, Plugin, PluginError
-from app.queues import EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
+from app.queues import BLAST_QUEUE, EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
 from app.servicehost.registry import PluginRegistry
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
 from app.tenants.models import Organization
 
 log = get_logger(__name__)
+
+#: plugin calls of one ``send_batch`` job made at once
+SEND_CONCURRENCY = 10
+#: how long a send job waits for an unreachable database before the plugin call (see send_job_options)
+DATABASE_WAIT_SECONDS = 10.0
 
 
 class MessagingContext(JobContext):
@@ -49,8 +57,6 @@ class MessagingContext(JobContext):
 
 #: a send job still queued or running after this long is given up as lost
 LOST_AFTER = timedelta(minutes=15)
-#: how long a send job waits for an unreachable database before the plugin call (see send_job_options)
-DATABASE_WAIT_SECONDS = 10.0
 
 
 def _contact_info(contact: Contact) -> ContactInfo:
@@ -65,45 +71,86 @@ def _contact_info(contact: Contact) -> ContactInfo:
     )
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Send:
-    """What a pending attempt needs from the database to call its plugin."""
+    """One plugin call, ready: everything read from the database beforehand."""
 
+    attempt_id: UUID
+    service: str
     plugin: Plugin
     outgoing: OutgoingMessage
     address: str | None
     credentials: Any
+    blast_id: UUID | None = None
 
 
-async def _prepare(ctx: MessagingContext, attempt_id: UUID) -> _Send | dict[str, Any] | None:
-    """Read what the plugin needs; the event to report instead, or None if there is nothing to do."""
-    async with ctx["sessions"]() as session:
-        attempt = await session.get(Attempt, attempt_id)
-        if attempt is None or attempt.outcome != AttemptOutcome.PENDING:
-            return None
-        message = await session.get(Message, attempt.message_id)
-        contact = (
-            await session.get(Contact, message.contact_id, options=[noload(Contact.categories)]) if message else None
+Event = dict[str, Any]
+
+
+async def _credentials(ctx: MessagingContext, session: AsyncSession, organization_id: UUID, service: str) -> Any:
+    """The organization's decrypted credentials for ``service``, or the failure event if they are unusable."""
+    credentials_service = scoped(
+        CredentialService, session, organization_id, settings=ctx["settings"], registry=ctx["registry"]
+    )
+    try:
+        return await credentials_service.get_decrypted(service)
+    except PluginError as exc:  # undecryptable, or no longer valid for the plugin
+        return {"outcome": "failed", "reason": f"credentials unreadable: {exc}"}
+    except Exception as exc:  # unreadable credentials are this attempt's failure, never the worker's
+        if is_connection_error(exc):
+            raise
+        return {"outcome": "failed", "reason": f"credentials unreadable: {type(exc).__name__}"}
+
+
+async def _prepare(
+    ctx: MessagingContext, session: AsyncSession, attempt_ids: list[UUID]
+) -> tuple[list[_Send], dict[UUID, Event]]:
+    """The plugin calls of the pending attempts among ``attempt_ids`` (read in a few queries whatever their
+    number), and the events of those that cannot be sent. Attempts no longer pending are left out."""
+    attempts = list(
+        await session.scalars(
+            select(Attempt).where(Attempt.id.in_(attempt_ids), Attempt.outcome == AttemptOutcome.PENDING)
         )
+    )
+    messages = {
+        m.id: m for m in await session.scalars(select(Message).where(Message.id.in_({a.message_id for a in attempts})))
+    }
+    contacts = {
+        c.id: c
+        for c in await session.scalars(
+            select(Contact)
+            .where(Contact.id.in_({m.contact_id for m in messages.values()}))
+            .options(noload(Contact.categories))
+        )
+    }
+    orgs = {
+        o.id: o
+        for o in await session.scalars(
+            select(Organization).where(Organization.id.in_({m.organization_id for m in messages.values()}))
+        )
+    }
+    known: dict[tuple[UUID, str], Any] = {}
+    sends: list[_Send] = []
+    events: dict[UUID, Event] = {}
+    for attempt in attempts:
+        message = messages.get(attempt.message_id)
+        contact = contacts.get(message.contact_id) if message else None
         if message is None or contact is None:
-            return {"outcome": "failed", "reason": "message or contact no longer exists"}
+            events[attempt.id] = {"outcome": "failed", "reason": "message or contact no longer exists"}
+            continue
         plugin = plugin_here(ctx["registry"], attempt.service)
         if isinstance(plugin, str):
-            return {"outcome": "failed", "reason": plugin}
-        credentials_service = scoped(
-            CredentialService, session, message.organization_id, settings=ctx["settings"], registry=ctx["registry"]
-        )
-        try:
-            credentials = await credentials_service.get_decrypted(attempt.service)
-        except PluginError as exc:  # undecryptable, or no longer valid for the plugin
-            return {"outcome": "failed", "reason": f"credentials unreadable: {exc}"}
-        except Exception as exc:  # unreadable credentials are this attempt's failure, never the worker's
-            if is_connection_error(exc):
-                raise
-            return {"outcome": "failed", "reason": f"credentials unreadable: {type(exc).__name__}"}
+            events[attempt.id] = {"outcome": "failed", "reason": plugin}
+            continue
+        pair = (message.organization_id, attempt.service)
+        if pair not in known:
+            known[pair] = await _credentials(ctx, session, *pair)
+        credentials = known[pair]
+        if isinstance(credentials, dict) and credentials.get("outcome") == "failed":
+            events[attempt.id] = credentials
+            continue
         info = plugin.info
-        address = getattr(contact, info.address_field) if info.address_field else None
-        org = await session.get(Organization, message.organization_id)
+        org = orgs.get(message.organization_id)
         outgoing = OutgoingMessage(
             id=message.id,
             organization_id=message.organization_id,
@@ -111,46 +158,65 @@ async def _prepare(ctx: MessagingContext, attempt_id: UUID) -> _Send | dict[str,
             contact=_contact_info(contact),
             subject=f"Message from {org.name}" if org else "Message",
         )
-    return _Send(plugin, outgoing, address, credentials)
+        address = getattr(contact, info.address_field) if info.address_field else None
+        sends.append(_Send(attempt.id, attempt.service, plugin, outgoing, address, credentials, message.blast_id))
+    return sends, events
 
 
-async def _prepare_when_reachable(ctx: MessagingContext, attempt_id: UUID) -> _Send | dict[str, Any] | None:
-    """:func:`_prepare`, waiting out a database that is away (restarted, failing over) for up to
-    :data:`DATABASE_WAIT_SECONDS`: nothing has been sent yet, so reading again is safe. Past that, the
-    error ends the job and the sweep records the attempt as lost (the chain moves on)."""
-    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
-    delay = 0.25
-    while True:
-        try:
-            return await _prepare(ctx, attempt_id)
-        except Exception as exc:
-            if not is_connection_error(exc) or time.monotonic() + delay > deadline:
-                raise
-            log.warning("database unreachable; the send waits", attempt_id=str(attempt_id), error=database_message(exc))
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 2.0)
-
-
-async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, Any] | None:
-    """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
-    ready = await _prepare_when_reachable(ctx, attempt_id)
-    if not isinstance(ready, _Send):
-        return ready
-    timeout = ctx["settings"].worker.send_timeout
+async def _call(send: _Send, seconds: float) -> Event:
+    """Call the plugin once; what happened, as an event."""
     try:
-        sending = ready.plugin.send(ready.outgoing, ready.address, ready.credentials)
-        with metrics.send_timer(ready.plugin.info.name):
-            provider_id = await asyncio.wait_for(sending, timeout)
+        sending = send.plugin.send(send.outgoing, send.address, send.credentials)
+        with metrics.send_timer(send.service):
+            provider_id = await asyncio.wait_for(sending, seconds)
     except PluginError as exc:
         return {"outcome": "failed", "reason": str(exc) or type(exc).__name__}
     except TimeoutError:
-        return {"outcome": "failed", "reason": f"timeout: no answer within {timeout:g}s"}
+        return {"outcome": "failed", "reason": f"timeout: no answer within {seconds:g}s"}
     except Exception as exc:
-        log.warning("plugin raised", service=ready.plugin.info.name, error=repr(exc))
+        log.warning("plugin raised", service=send.service, error=repr(exc))
         return {"outcome": "failed", "reason": f"plugin error: {type(exc).__name__}: {exc}"[:1000]}
     if not isinstance(provider_id, str) or not provider_id.strip() or len(provider_id) > 255:
         return {"outcome": "failed", "reason": "plugin returned no usable provider message id"}
     return {"outcome": "sent", "provider_message_id": provider_id.strip()}
+
+
+async def before_send(ctx: MessagingContext, send: _Send) -> None:
+    """Called right before each plugin call (``send_message`` and ``send_batch``): the one place for the
+    per-service rate limit (issue 10 item 4: wait for a token of ``send.service`` for
+    ``send.outgoing.organization_id``)."""
+    return None
+
+
+async def _prepare_when_reachable(
+    ctx: MessagingContext, attempt_ids: list[UUID]
+) -> tuple[list[_Send], dict[UUID, Event]]:
+    """:func:`_prepare`, waiting out a database that is away (restarted, failing over) for up to
+    :data:`DATABASE_WAIT_SECONDS`: nothing has been sent yet, so reading again is safe. Past that, the
+    error ends the job and the sweep records the attempts as lost (the chain moves on)."""
+    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
+    delay = 0.25
+    while True:
+        try:
+            async with ctx["sessions"]() as session:
+                return await _prepare(ctx, session, attempt_ids)
+        except Exception as exc:
+            if not is_connection_error(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable; the send waits", attempts=len(attempt_ids), error=database_message(exc))
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> Event | None:
+    """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
+    sends, events = await _prepare_when_reachable(ctx, [attempt_id])
+    if attempt_id in events:
+        return events[attempt_id]
+    if not sends:
+        return None
+    await before_send(ctx, sends[0])
+    return await _call(sends[0], ctx["settings"].worker.send_timeout)
 
 
 async def report(ctx: MessagingContext, attempt_id: str, event: dict[str, Any]) -> None:
@@ -196,6 +262,47 @@ async def send_message(ctx: MessagingContext, *, attempt_id: str) -> dict[str, A
             # the job ends complete with the event as its result, and the sweep replays it
             log.warning("event not queued; the sweep will replay it", attempt_id=attempt_id, error=repr(exc))
     return event
+
+
+async def send_batch(ctx: MessagingContext, *, attempt_ids: list[str]) -> list[Event]:
+    """Blast traffic: the pending attempts of one batch (one organization, one service), sent a few at a time
+    (:data:`SEND_CONCURRENCY`), their outcomes reported in one ``apply_outcomes`` event. The outcomes are
+    also the job's result: the sweep reports them again if that event got lost. The plugins of a cancelled
+    blast are not called: each attempt is reported failed ``cancelled``."""
+    job = ctx.get("job")
+    beat = None
+    if job is not None and job.heartbeat:
+        beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
+    coordinator = ctx["coordinator"]
+    try:
+        sends, events = await _prepare_when_reachable(ctx, [UUID(a) for a in attempt_ids])
+        async with ctx["sessions"]() as session:
+            stopped = await coordinator.stopped(session, {s.blast_id for s in sends if s.blast_id is not None})
+        for send in sends:
+            if send.blast_id in stopped:  # apply_outcomes fails the message "cancelled" (Coordinator.plan)
+                events[send.attempt_id] = {"outcome": "failed", "reason": "cancelled"}
+        sends = [s for s in sends if s.attempt_id not in events]
+        timeout = ctx["settings"].worker.send_timeout
+        gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def one(send: _Send) -> None:
+            async with gate:
+                await before_send(ctx, send)
+                events[send.attempt_id] = await _call(send, timeout)
+
+        await asyncio.gather(*(one(s) for s in sends))
+    finally:
+        if beat is not None:
+            beat.cancel()
+    outcomes = [{"attempt_id": str(a), **e} for a, e in events.items()]
+    if outcomes:
+        await bulk.report_outcomes(coordinator, job.key if job is not None else attempt_ids[0], outcomes)
+    return outcomes
+
+
+async def apply_outcomes(ctx: MessagingContext, *, outcomes: list[Event]) -> None:
+    async with ctx["sessions"]() as session:
+        await bulk.apply_outcomes(ctx["coordinator"], session, outcomes)
 
 
 async def message_sent(ctx: MessagingContext, *, attempt_id: str, provider_message_id: str) -> None:
@@ -275,7 +382,11 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
         async with ctx["sessions"]() as session:
             await coordinator.dispatch(session, message_id)
         counts["resumed"] += 1
+    batched: dict[str, list[Attempt]] = {}
     for attempt in stale:
+        if attempt.job_key is not None:
+            batched.setdefault(attempt.job_key, []).append(attempt)
+            continue
         job = await send_queue.job(send_job_key(attempt.id))
         if job is None:  # Redis lost it: send again
             await coordinator.enqueue_send(attempt.id)
@@ -298,10 +409,41 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
                     f"worker_lost: the send job ended {job.status.value} ({job.error or 'no error'})",
                 )
             counts["lost"] += 1
-    metrics.sweep_recovered(counts)
+    for key, attempts in batched.items():
+        await _recover_batch(ctx, key, attempts, now, counts)
     if any(counts.values()):
         log.info("sweep", **counts)
+    metrics.sweep_recovered(counts)
     return counts
+
+
+async def _recover_batch(
+    ctx: MessagingContext, key: str, attempts: list[Attempt], now: Any, counts: dict[str, int]
+) -> None:
+    """The sweep for the stale attempts of one ``send_batch`` job (as for a ``send_message`` job)."""
+    coordinator = ctx["coordinator"]
+    queue = ctx["queues"][BLAST_QUEUE]
+    job = await queue.job(key)
+    if job is None:  # Redis lost it (or it was never enqueued): the same job again, for what is left
+        batch = bulk.Batch(key, attempts[0].organization_id, attempts[0].service, [a.id for a in attempts])
+        await bulk.enqueue_batches(coordinator, [batch])
+        counts["requeued"] += len(attempts)
+    elif isinstance(job.result, list) and job.status in (Status.COMPLETE, Status.ABORTED):  # the event got lost
+        await bulk.report_outcomes(coordinator, key, job.result)
+        counts["replayed"] += len(attempts)
+    elif job.status in (Status.FAILED, Status.ABORTED) or (
+        job.status in (Status.QUEUED, Status.ACTIVE) and min(a.started_at for a in attempts) < now - LOST_AFTER
+    ):
+        if job.status in (Status.QUEUED, Status.ACTIVE):
+            await queue.abort(job, "given up by the sweep")
+        reason = f"worker_lost: the send job ended {job.status.value} ({job.error or 'no error'})"
+        async with ctx["sessions"]() as session:
+            await bulk.apply_outcomes(
+                coordinator,
+                session,
+                [{"attempt_id": str(a.id), "outcome": "failed", "reason": reason} for a in attempts],
+            )
+        counts["lost"] += len(attempts)
 
 
 async def roll_up_stats(ctx: MessagingContext) -> dict[str, int]:

@@ -140,6 +140,8 @@ class Attempt(Base):
     provider_message_id: Mapped[str | None] = mapped_column(String(255), default=None)
     started_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    #: the ``send_batch`` job carrying it (blast traffic); None: its own ``send_message`` job
+    job_key: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class StatsDay(Base):

@@ -190,10 +190,6 @@ class MessageService(OrgScopedService[Message]):
         if send_at is not None and send_at.tzinfo is None:
             send_at = send_at.replace(tzinfo=UTC)
         send_at = send_at if send_at and send_at > utcnow() else None
-        route = list(chain.services)
-        plan = None
-        if coordinator is not None and send_at is None:
-            plan = await coordinator.plan(self.session, self.organization_id, contact, route, content)
         message = Message(
             id=uuid4(),
             organization_id=self.organization_id,
@@ -201,12 +197,15 @@ class MessageService(OrgScopedService[Message]):
             servicechain_id=chain.id,
             direction=Direction.OUTGOING,
             state=MessageState.PENDING,
-            route=route,
+            route=list(chain.services),
             content=content,
             reply_to_id=data.reply_to,
             send_at=send_at,
             credit=CreditState.RESERVED,
         )
+        plan = None
+        if coordinator is not None and send_at is None:  # the reads, before the write transaction
+            plan = await coordinator.plan_for(self.session, message, contact)
         attempts: list[Attempt] = []
         try:
             async with closing_writes(self.session):
@@ -222,11 +221,11 @@ class MessageService(OrgScopedService[Message]):
                         )
                     )
                     await self.session.flush()
-                if plan is not None and plan.chosen is None:  # fails at once: reserved, then released
+                if plan is not None and plan.service is None:  # fails at once: reserved, then released
                     await credits.reserve(self.session, self.organization_id)
                 if coordinator is not None and plan is not None:
                     attempts = await coordinator.record(self.session, message, plan)
-                if plan is None or plan.chosen is not None:  # the organization's row: last, locked to the commit
+                if plan is None or plan.service is not None:  # the organization's row: last, locked to the commit
                     await credits.reserve(self.session, self.organization_id)
         except IntegrityError:  # the same key raced in from another request
             if idempotency_key:

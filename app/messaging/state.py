@@ -3,7 +3,9 @@
 Outgoing messages move only forward along PENDING → SENDING → SENT → DELIVERED_SERVICE →
 DELIVERED_USER → READ → REPLIED; FAILED is reachable from PENDING and SENDING. Every transition
 is a conditional UPDATE (``WHERE state IN <allowed predecessors>``), so concurrent coordinators,
-late receipts and repeated events can never move a message backwards or twice.
+late receipts and repeated events can never move a message backwards or twice. :func:`move` moves one
+message, :func:`move_many` a batch (blast traffic) by the same rule in one statement; both write the
+``message.state_changed`` webhook events of what they moved in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.clock import utcnow
 from app.messaging.events import COLUMNS, message_payload
 from app.messaging.models import Message, MessageState
-from app.webhooks.outbox import emit_now
+from app.webhooks.outbox import emit_many, emit_now
 
 S = MessageState
 FORWARD: tuple[MessageState, ...] = (
@@ -82,7 +84,12 @@ async def _emit_moved(session: AsyncSession, row: Any) -> bool:
 
 
 async def move_many(session: AsyncSession, message_ids: Sequence[UUID], new: MessageState, **values: Any) -> list[UUID]:
-    """:func:`move` for many messages in one conditional UPDATE; the ids of those that moved."""
+    """:func:`move` for many messages in one conditional UPDATE; the ids of those that moved.
+
+    The same rule as :func:`move` (batching changes how many rows a statement moves, not who may move them),
+    and the same ``message.state_changed`` events, written in one multi-row INSERT (those no endpoint
+    subscribes to are not written: :func:`app.webhooks.outbox.emit_many`). ``values`` may hold SQL
+    expressions (a ``CASE`` on the id gives each message its own provider id)."""
     allowed = predecessors(new)
     if not allowed or not message_ids:
         return []
@@ -90,10 +97,12 @@ async def move_many(session: AsyncSession, message_ids: Sequence[UUID], new: Mes
         update(Message)
         .where(Message.id.in_(list(message_ids)), Message.state.in_(allowed))
         .values(state=new, updated_at=utcnow(), **values)
-        .returning(Message.id)
+        .returning(*COLUMNS)
         .execution_options(synchronize_session=False)
     )
-    return list(result.scalars())
+    rows = list(result.mappings())
+    await emit_many(session, "message.state_changed", [(row["organization_id"], row) for row in rows], message_payload)
+    return [row["id"] for row in rows]
 
 
 async def move_back_for_fallback(session: AsyncSession, message_id: UUID, provider_message_id: str) -> bool:

@@ -7,12 +7,17 @@ worker that runs it (its own registry may have blacklisted the plugin since).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from app.contacts.models import Contact
 from app.plugins.base import Plugin
 from app.servicehost.registry import PluginRegistry
-from app.servicehost.services import CredentialService
+
+
+class HasCredentials(Protocol):
+    """Whether the organization has credentials for a service (``CredentialService``, or a cache of it)."""
+
+    async def has(self, name: str) -> bool: ...
 
 
 def plugin_here(registry: PluginRegistry, name: str, where: str = "on this worker") -> Plugin | str:
@@ -28,7 +33,7 @@ async def unusable(
     *,
     statuses: dict[str, Any],
     registry: PluginRegistry,
-    credentials: CredentialService,
+    credentials: HasCredentials,
     contact: Contact,
     content: str,
 ) -> str | None:

@@ -1,4 +1,7 @@
-"""Worker processes: one SAQ worker per queue in each process, sharing the job context."""
+"""Worker processes: one SAQ worker per queue in each process, sharing the job context.
+
+Every process serves the ``send`` queue (single messages) beside the ``blast`` queue (blast traffic, in
+batches), each with its own concurrency: a blast's jobs never stand in front of a single message's."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import app.audit  # noqa: F401  (the audit listener: what jobs change is recorded, by the system)
 from app import metrics
+from app.blasts import fanout as blast_fanout
 from app.blasts import jobs as blast_jobs
 from app.config import Settings
 from app.db.config import make_sqlalchemy_config
@@ -19,7 +23,7 @@ from app.logging import get_logger
 from app.messaging import jobs as messaging_jobs
 from app.messaging.coordinator import Coordinator
 from app.messaging.jobs import MessagingContext
-from app.queues import DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, WEBHOOKS_QUEUE, make_queues
+from app.queues import BLAST_QUEUE, DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, WEBHOOKS_QUEUE, make_queues
 from app.servicehost.jobs import CRON_JOBS as PLUGIN_CRON_JOBS
 from app.servicehost.jobs import recheck_plugins
 from app.servicehost.registry import PluginRegistry, load_registry
@@ -72,6 +76,7 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
                     queues=queues,
                     send_timeout=settings.worker.send_timeout,
                     heartbeat=settings.worker.heartbeat_seconds,
+                    stopped_blasts=blast_fanout.stopped,
                 )
                 built.append((async_sessionmaker(engine, expire_on_commit=False), registry, coordinator))
         sessions, registry, coordinator = built[0]
@@ -116,9 +121,21 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
             **common,
         ),
         QueueWorker(queues[SEND_QUEUE], functions=[messaging_jobs.send_message], concurrency=concurrency, **common),
+        # a send_batch job makes SEND_CONCURRENCY plugin calls at once: fewer jobs at a time than on ``send``
+        QueueWorker(
+            queues[BLAST_QUEUE],
+            functions=[messaging_jobs.send_batch],
+            concurrency=max(2, concurrency // 2),
+            **common,
+        ),
         QueueWorker(
             queues[EVENTS_QUEUE],
-            functions=[messaging_jobs.message_sent, messaging_jobs.attempt_failed, messaging_jobs.replay_receipt],
+            functions=[
+                messaging_jobs.message_sent,
+                messaging_jobs.attempt_failed,
+                messaging_jobs.replay_receipt,
+                messaging_jobs.apply_outcomes,
+            ],
             concurrency=concurrency,
             **common,
         ),

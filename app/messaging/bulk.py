@@ -1,0 +1,259 @@
+"""The coordinator's bulk path, for blast traffic (docs/decisions/0029-blast-throughput.md).
+
+The same rules as one message at a time (:meth:`Coordinator.plan` decides for each message, the state
+machine moves them), with fewer statements: a batch of messages is read in a few queries, its first
+attempts are one multi-row INSERT, its moves one conditional UPDATE per target state
+(:func:`state.move_many`), its credits one UPDATE of the organization's row (``credits.*_many``). Send jobs
+carry a batch of attempts of one organization and one service (``send_batch`` on the ``blast`` queue),
+and their outcomes come back in one ``apply_outcomes`` job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import noload
+
+from app import metrics
+from app.clock import utcnow
+from app.contacts.models import Contact
+from app.db.config import write_transaction
+from app.logging import get_logger
+from app.messaging import credits, state
+from app.messaging.coordinator import Coordinator, KnownCredentials
+from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
+from app.queues import (
+    BLAST_QUEUE,
+    EVENT_JOB_OPTIONS,
+    EVENTS_QUEUE,
+    SEND_BATCH,
+    batch_job_key,
+    batch_job_options,
+)
+from app.servicehost.services import CredentialService
+from app.tenants.deps import scoped
+from app.tenants.models import Organization
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Attempts of one organization on one service, carried by one ``send_batch`` job (``key``)."""
+
+    key: str
+    organization_id: UUID
+    service: str
+    attempt_ids: list[UUID]
+
+
+def _by_id(column: Any, values: dict[UUID, str]) -> Any:
+    """``CASE WHEN id = … THEN …``: each row its own value in one UPDATE. The comparisons bind each id with
+    the column's type (a ``case(mapping, value=column)`` would not: on SQLite no id would match)."""
+    return case(*[(column == key, value) for key, value in values.items()])
+
+
+def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def hand_off(coordinator: Coordinator, session: AsyncSession, message_ids: Sequence[UUID]) -> list[Batch]:
+    """:meth:`Coordinator.dispatch` for many messages, in the caller's write transaction (it commits, then
+    calls :func:`enqueue_batches`): the next usable service of each one's chain gets a pending attempt and
+    the message moves to MSG_SENDING, or it fails (credit released). Messages out of flight, scheduled
+    for later, or with a pending attempt are left alone, as by ``dispatch``."""
+    if not message_ids:
+        return []
+    now = utcnow()
+    messages = [
+        m
+        for m in await session.scalars(
+            select(Message)
+            .where(Message.id.in_(list(message_ids)), Message.state.in_(state.IN_FLIGHT))
+            .with_for_update()
+        )
+        if not (m.state == MessageState.PENDING and m.send_at is not None and m.send_at > now)
+    ]
+    if not messages:
+        return []
+    ids = [m.id for m in messages]
+    tried: dict[UUID, int] = {}
+    busy: set[UUID] = set()
+    pending = func.sum(case((Attempt.outcome == AttemptOutcome.PENDING, 1), else_=0))
+    for message_id, count, working in await session.execute(
+        select(Attempt.message_id, func.count(), pending)
+        .where(Attempt.message_id.in_(ids))
+        .group_by(Attempt.message_id)
+    ):
+        tried[message_id] = int(count)
+        if working:
+            busy.add(message_id)
+    contacts = {
+        c.id: c
+        for c in await session.scalars(
+            select(Contact).where(Contact.id.in_({m.contact_id for m in messages})).options(noload(Contact.categories))
+        )
+    }
+    orgs = {
+        o.id: o
+        for o in await session.scalars(
+            select(Organization).where(Organization.id.in_({m.organization_id for m in messages}))
+        )
+    }
+    stopped = await coordinator.stopped(session, {m.blast_id for m in messages if m.blast_id is not None})
+    statuses = await coordinator.statuses(session)
+    known = {
+        org_id: KnownCredentials(
+            scoped(CredentialService, session, org_id, settings=coordinator.settings, registry=coordinator.registry)
+        )
+        for org_id in orgs
+    }
+    attempts: list[dict[str, Any]] = []
+    sending: dict[str, list[UUID]] = defaultdict(list)
+    starting: dict[tuple[UUID, str], list[UUID]] = defaultdict(list)
+    failing: dict[tuple[UUID, str], list[UUID]] = defaultdict(list)
+    for m in messages:
+        if m.id in busy:
+            continue  # a service is working on it
+        plan = await coordinator.plan(
+            m,
+            tried.get(m.id, 0),
+            contacts.get(m.contact_id),
+            orgs.get(m.organization_id),
+            statuses=statuses,
+            credentials=known.get(m.organization_id),
+            stopped=m.blast_id in stopped,
+        )
+        base = {"organization_id": m.organization_id, "message_id": m.id, "started_at": now, "created_at": now}
+        for seq, name, reason in plan.skipped:
+            attempts.append(
+                {**base, "id": uuid4(), "seq": seq, "service": name, "outcome": AttemptOutcome.FAILED}
+                | {"error": reason, "finished_at": now, "updated_at": now, "job_key": None}
+            )
+        if plan.service is None:
+            failing[(m.organization_id, (plan.fail or "empty chain")[:500])].append(m.id)
+            continue
+        attempt_id = uuid4()
+        attempts.append(
+            {**base, "id": attempt_id, "seq": plan.seq, "service": plan.service, "outcome": AttemptOutcome.PENDING}
+            | {"error": None, "finished_at": None, "updated_at": now, "job_key": None}
+        )
+        sending[plan.service].append(m.id)
+        starting[(m.organization_id, plan.service)].append(attempt_id)
+    batches = [
+        Batch(batch_job_key(uuid4()), org_id, service, chunk)
+        for (org_id, service), attempt_ids in starting.items()
+        for chunk in _chunks(attempt_ids, SEND_BATCH)
+    ]
+    key_of = {attempt_id: b.key for b in batches for attempt_id in b.attempt_ids}
+    for row in attempts:
+        row["job_key"] = key_of.get(row["id"])
+    if attempts:  # one multi-row INSERT; (message_id, seq) is unique: a racing coordinator rolls this back
+        await session.execute(insert(Attempt), attempts)
+    for service, moving in sending.items():
+        await state.move_many(session, moving, MessageState.SENDING, service=service)
+    for (org_id, reason), failed in failing.items():
+        moved = await state.move_many(session, failed, MessageState.FAILED, failure_reason=reason)
+        await credits.release_many(session, org_id, moved)
+    return batches
+
+
+async def enqueue_batches(coordinator: Coordinator, batches: Sequence[Batch]) -> None:
+    """Enqueue the ``send_batch`` jobs of committed batches, concurrently (SAQ has no multi-job enqueue; a
+    job carries :data:`SEND_BATCH` messages, so this is one round trip per hundred). A job that Redis
+    refuses is found again by the sweep (its attempts' ``job_key``)."""
+    queue = coordinator.queues[BLAST_QUEUE]
+
+    async def one(batch: Batch) -> None:
+        try:
+            await queue.enqueue(
+                "send_batch",
+                attempt_ids=[str(a) for a in batch.attempt_ids],
+                key=batch.key,
+                **batch_job_options(coordinator.send_timeout, coordinator.heartbeat, len(batch.attempt_ids)),
+            )
+        except Exception as exc:
+            log.warning("enqueue failed; the sweep will retry", job=batch.key, error=repr(exc))
+
+    await asyncio.gather(*(one(b) for b in batches))
+
+
+async def report_outcomes(coordinator: Coordinator, key: str, outcomes: list[dict[str, Any]]) -> None:
+    """Hand a batch's outcomes to the ``events`` queue, as one job (applied by :func:`apply_outcomes`)."""
+    await coordinator.queues[EVENTS_QUEUE].enqueue(
+        "apply_outcomes", outcomes=outcomes, key=f"event:{key}", **EVENT_JOB_OPTIONS
+    )
+
+
+async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcomes: Sequence[dict[str, Any]]) -> None:
+    """:meth:`Coordinator.on_sent` / :meth:`~Coordinator.on_failed` for a batch, in one write transaction;
+    then the failed ones go on to the next service of their chain through :func:`hand_off`. Each outcome is
+    ``{"attempt_id", "outcome": "sent"|"failed", "provider_message_id" | "reason"}``; one already recorded
+    (a repeated event) changes nothing."""
+    by_id = {UUID(o["attempt_id"]): o for o in outcomes}
+    async with write_transaction(session):
+        open_attempts = list(
+            await session.scalars(
+                select(Attempt)
+                .where(Attempt.id.in_(list(by_id)), Attempt.outcome == AttemptOutcome.PENDING)
+                .with_for_update()
+            )
+        )
+        now = utcnow()
+        sent = [a for a in open_attempts if by_id[a.id]["outcome"] == "sent"]
+        failed = [a for a in open_attempts if by_id[a.id]["outcome"] != "sent"]
+        if sent:
+            provider_ids = {a.id: str(by_id[a.id]["provider_message_id"]) for a in sent}
+            await session.execute(
+                update(Attempt)
+                .where(Attempt.id.in_(list(provider_ids)))
+                .values(
+                    outcome=AttemptOutcome.SENT,
+                    provider_message_id=_by_id(Attempt.id, provider_ids),
+                    finished_at=now,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        if failed:
+            reasons = {a.id: str(by_id[a.id].get("reason") or "failed")[:1000] for a in failed}
+            await session.execute(
+                update(Attempt)
+                .where(Attempt.id.in_(list(reasons)))
+                .values(
+                    outcome=AttemptOutcome.FAILED,
+                    error=_by_id(Attempt.id, reasons),
+                    finished_at=now,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        groups: dict[tuple[UUID, str], list[Attempt]] = defaultdict(list)
+        for a in sent:
+            groups[(a.organization_id, a.service)].append(a)
+        for (org_id, service), group in groups.items():
+            plugin = coordinator.registry.get(service)
+            accepted = MessageState(plugin.info.accepted_state) if plugin is not None else MessageState.SENT
+            provider_of = {a.message_id: str(by_id[a.id]["provider_message_id"]) for a in group}
+            moved = await state.move_many(
+                session,
+                list(provider_of),
+                accepted,
+                service=service,
+                provider_message_id=_by_id(Message.id, provider_of),
+                sent_at=now,
+            )
+            await credits.charge_many(session, org_id, moved)
+        retry = await hand_off(coordinator, session, [a.message_id for a in failed])
+    for a in sent:  # committed: counted (app/metrics.py)
+        metrics.attempt_finished(a.service, AttemptOutcome.SENT)
+    for a in failed:
+        metrics.attempt_finished(a.service, AttemptOutcome.FAILED)
+    await enqueue_batches(coordinator, retry)
