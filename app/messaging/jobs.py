@@ -1,19 +1,22 @@
 """SAQ jobs of the pipeline.
 
-``send_message`` runs on the ``send`` queue: it calls the plugin naively and reports what happened
-as an event; it never decides fallback and never writes message state. ``message_sent`` and
-``attempt_failed`` run on the ``events`` queue: the coordinator applies them. ``sweep`` is a cron job
-that finds work the queues lost (a killed worker, a restarted Redis) and puts it back.
+``send_message`` runs on the ``send`` queue: it waits for the service's turn (its rate, shared by every
+worker in Redis: app/servicehost/ratelimit.py), calls the plugin naively and reports what happened as an
+event; it never decides fallback and never writes message state. A turn further away than
+``VOLUBLE_RATE_MAX_WAIT`` re-schedules the job (``requeue_deferred``) instead of holding a worker.
+``message_sent`` and ``attempt_failed`` run on the ``events`` queue: the coordinator applies them.
+``sweep`` is a cron job that finds work the queues lost (a killed worker, a restarted Redis) and puts it back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from saq import Status
+from saq import Job, Status
 from sqlalchemy import or_, select
 from sqlalchemy.orm import noload
 
@@ -26,6 +29,7 @@ from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
 from app.queues import EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
+from app.servicehost.ratelimit import SendLimiter, deferral
 from app.servicehost.registry import PluginRegistry
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
@@ -39,6 +43,8 @@ class MessagingContext(JobContext):
 
     registry: PluginRegistry
     coordinator: Coordinator
+    #: the send rates of every (service, organization), shared with the other workers in Redis
+    limiter: SendLimiter
 
 
 #: a send job still queued or running after this long is given up as lost
@@ -63,6 +69,12 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, An
         attempt = await session.get(Attempt, attempt_id)
         if attempt is None or attempt.outcome != AttemptOutcome.PENDING:
             return None
+        max_wait = ctx["settings"].worker.rate_max_wait
+        turn = await ctx["limiter"].reserve(attempt.service, attempt.organization_id, max_wait=max_wait)
+        if not turn.reserved:  # not within max_wait: come back later rather than hold a worker
+            return {"outcome": "deferred", "retry_in": deferral(turn, max_wait)}
+        loop = asyncio.get_running_loop()
+        turn_at = loop.time() + turn.wait
         message = await session.get(Message, attempt.message_id)
         contact = (
             await session.get(Contact, message.contact_id, options=[noload(Contact.categories)]) if message else None
@@ -91,6 +103,8 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, An
             contact=_contact_info(contact),
             subject=f"Message from {org.name}" if org else "Message",
         )
+    if (wait := turn_at - loop.time()) > 0:  # the heartbeat keeps beating meanwhile
+        await asyncio.sleep(wait)
     timeout = ctx["settings"].worker.send_timeout
     try:
         provider_id = await asyncio.wait_for(plugin.send(outgoing, address, credentials), timeout)
@@ -108,6 +122,8 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, An
 
 async def report(ctx: MessagingContext, attempt_id: str, event: dict[str, Any]) -> None:
     queue = ctx["queues"][EVENTS_QUEUE]
+    if event["outcome"] == "deferred":  # not an outcome: the job comes back (requeue_deferred)
+        return
     if event["outcome"] == "sent":
         await queue.enqueue(
             "message_sent",
@@ -147,6 +163,34 @@ async def send_message(ctx: MessagingContext, *, attempt_id: str) -> dict[str, A
     return event
 
 
+def is_deferred(result: Any) -> bool:
+    """Whether a send job's result says it gave its rate-limited turn back, to come again later."""
+    return isinstance(result, dict) and result.get("outcome") == "deferred"
+
+
+async def requeue_deferred(ctx: MessagingContext) -> None:
+    """SAQ's ``after_process`` of the send workers: a job that deferred itself (its turn under the
+    service's rate was further than ``rate_max_wait``) is enqueued again under the same key, scheduled
+    ``retry_in`` seconds later. If this process dies before that, the sweep re-enqueues it."""
+    job = ctx.get("job")
+    if job is None or job.status != Status.COMPLETE or not is_deferred(job.result):
+        return
+    again = Job(
+        function=job.function,
+        kwargs=job.kwargs,
+        key=job.key,
+        timeout=job.timeout,
+        heartbeat=job.heartbeat,
+        retries=job.retries,
+        ttl=job.ttl,
+        scheduled=int(time.time()) + int(job.result.get("retry_in", 1)),
+    )
+    try:
+        await job.get_queue().enqueue(again)
+    except Exception as exc:
+        log.warning("deferred send not re-enqueued; the sweep will", job=job.key, error=repr(exc))
+
+
 async def message_sent(ctx: MessagingContext, *, attempt_id: str, provider_message_id: str) -> None:
     coordinator = ctx["coordinator"]
     async with ctx["sessions"]() as session:
@@ -169,6 +213,13 @@ async def replay_receipt(
     if outcome == "unknown":
         await replay_later(ctx["coordinator"], UUID(organization_id), service, parsed, tries)
     return outcome
+
+
+def _since(job: Job, started_at: datetime) -> datetime:
+    """Since when a queued or running send job has been waiting: a job that deferred itself for its rate
+    was queued again (``queued``), a running one started (``started``), both later than its attempt."""
+    ms = job.started if job.status == Status.ACTIVE else job.queued
+    return max(started_at, datetime.fromtimestamp(ms / 1000, UTC)) if ms else started_at
 
 
 async def sweep(ctx: MessagingContext) -> dict[str, int]:
@@ -205,14 +256,15 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
         counts["dispatched"] += 1
     for attempt in stale:
         job = await send_queue.job(send_job_key(attempt.id))
-        if job is None:  # Redis lost it: send again
+        # Redis lost it, or the re-enqueue of a job that deferred itself for its rate got lost: send again
+        if job is None or (job.status == Status.COMPLETE and is_deferred(job.result)):
             await coordinator.enqueue_send(attempt.id)
             counts["requeued"] += 1
         elif job.status == Status.COMPLETE and isinstance(job.result, dict):  # the event got lost
             await report(ctx, str(attempt.id), job.result)
             counts["replayed"] += 1
         elif job.status in (Status.FAILED, Status.ABORTED) or (
-            job.status in (Status.QUEUED, Status.ACTIVE) and attempt.started_at < now - LOST_AFTER
+            job.status in (Status.QUEUED, Status.ACTIVE) and _since(job, attempt.started_at) < now - LOST_AFTER
         ):
             if job.status in (Status.QUEUED, Status.ACTIVE):
                 await send_queue.abort(job, "given up by the sweep")
