@@ -3,7 +3,7 @@
 ``send_message`` runs on the ``send`` queue: it waits for the service's turn (its rate, shared by every
 worker in Redis: app/servicehost/ratelimit.py), calls the plugin naively and reports what happened as an
 event; it never decides fallback and never writes message state. A turn further away than
-``VOLUBLE_RATE_MAX_WAIT`` re-schedules the job (``requeue_deferred``) instead of holding a worker.
+``VOLUBLE_RATE_MAX_WAIT`` re-schedules the job to it (``requeue_deferred``) instead of holding a worker.
 ``message_sent`` and ``attempt_failed`` run on the ``events`` queue: the coordinator applies them.
 ``sweep`` is a cron job that finds work the queues lost (a killed worker, a restarted Redis) and puts it back.
 """
@@ -29,7 +29,7 @@ from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
 from app.queues import EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
-from app.servicehost.ratelimit import SendLimiter, deferral
+from app.servicehost.ratelimit import SCHEDULE_SLACK, SendLimiter
 from app.servicehost.registry import PluginRegistry
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
@@ -63,18 +63,12 @@ def _contact_info(contact: Contact) -> ContactInfo:
     )
 
 
-async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, Any] | None:
+async def _attempt_send(ctx: MessagingContext, attempt_id: UUID, turn_at: float | None) -> dict[str, Any] | None:
     """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
     async with ctx["sessions"]() as session:
         attempt = await session.get(Attempt, attempt_id)
         if attempt is None or attempt.outcome != AttemptOutcome.PENDING:
             return None
-        max_wait = ctx["settings"].worker.rate_max_wait
-        turn = await ctx["limiter"].reserve(attempt.service, attempt.organization_id, max_wait=max_wait)
-        if not turn.reserved:  # not within max_wait: come back later rather than hold a worker
-            return {"outcome": "deferred", "retry_in": deferral(turn, max_wait)}
-        loop = asyncio.get_running_loop()
-        turn_at = loop.time() + turn.wait
         message = await session.get(Message, attempt.message_id)
         contact = (
             await session.get(Contact, message.contact_id, options=[noload(Contact.categories)]) if message else None
@@ -103,7 +97,11 @@ async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> dict[str, An
             contact=_contact_info(contact),
             subject=f"Message from {org.name}" if org else "Message",
         )
-    if (wait := turn_at - loop.time()) > 0:  # the heartbeat keeps beating meanwhile
+    # the service's turn, right before its call (so that the work above does not delay the send past it)
+    turn_at = await ctx["limiter"].turn(attempt.service, attempt.organization_id, turn_at)
+    if (wait := turn_at - time.time()) > max(ctx["settings"].worker.rate_max_wait, SCHEDULE_SLACK):
+        return {"outcome": "deferred", "turn_at": turn_at}  # far: come back then rather than hold a worker
+    if wait > 0:  # the heartbeat keeps beating meanwhile
         await asyncio.sleep(wait)
     timeout = ctx["settings"].worker.send_timeout
     try:
@@ -148,13 +146,16 @@ async def _heartbeat(job: Any, every: float) -> None:
         await job.update()
 
 
-async def send_message(ctx: MessagingContext, *, attempt_id: str) -> dict[str, Any] | None:
+async def send_message(
+    ctx: MessagingContext, *, attempt_id: str, turn_at: float | None = None
+) -> dict[str, Any] | None:
+    """``turn_at``: the moment of the turn under the service's rate this job holds (re-scheduled to it)."""
     job = ctx.get("job")
     beat = None
     if job is not None and job.heartbeat:
         beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
     try:
-        event = await _attempt_send(ctx, UUID(attempt_id))
+        event = await _attempt_send(ctx, UUID(attempt_id), turn_at)
     finally:
         if beat is not None:
             beat.cancel()
@@ -170,20 +171,22 @@ def is_deferred(result: Any) -> bool:
 
 async def requeue_deferred(ctx: MessagingContext) -> None:
     """SAQ's ``after_process`` of the send workers: a job that deferred itself (its turn under the
-    service's rate was further than ``rate_max_wait``) is enqueued again under the same key, scheduled
-    ``retry_in`` seconds later. If this process dies before that, the sweep re-enqueues it."""
+    service's rate was further than ``rate_max_wait``) is enqueued again under the same key, holding
+    its turn, scheduled a second before it (SAQ schedules by the second). Each send defers at most once
+    (unless it comes back late). If this process dies before that, the sweep re-enqueues it."""
     job = ctx.get("job")
     if job is None or job.status != Status.COMPLETE or not is_deferred(job.result):
         return
+    turn_at = float(job.result["turn_at"])
     again = Job(
         function=job.function,
-        kwargs=job.kwargs,
+        kwargs={**(job.kwargs or {}), "turn_at": turn_at},
         key=job.key,
         timeout=job.timeout,
         heartbeat=job.heartbeat,
         retries=job.retries,
         ttl=job.ttl,
-        scheduled=int(time.time()) + int(job.result.get("retry_in", 1)),
+        scheduled=max(int(turn_at) - 1, int(time.time()) + 1),
     )
     try:
         await job.get_queue().enqueue(again)
@@ -216,9 +219,9 @@ async def replay_receipt(
 
 
 def _since(job: Job, started_at: datetime) -> datetime:
-    """Since when a queued or running send job has been waiting: a job that deferred itself for its rate
-    was queued again (``queued``), a running one started (``started``), both later than its attempt."""
-    ms = job.started if job.status == Status.ACTIVE else job.queued
+    """Since when a queued or running send job has been waiting: a running one since it started, a queued
+    one since it was (re-)queued or scheduled for (a job re-scheduled to its turn under the service's rate)."""
+    ms = job.started if job.status == Status.ACTIVE else max(job.queued, job.scheduled * 1000)
     return max(started_at, datetime.fromtimestamp(ms / 1000, UTC)) if ms else started_at
 
 

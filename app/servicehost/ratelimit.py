@@ -4,16 +4,19 @@ A service's rate is its plugin's ``PluginInfo.rate_per_second``, lowered for one
 ``rate_per_second`` its admin set on the service's credentials: the smaller of both holds, per
 (service, organization), across every worker process.
 
-The bucket is a sliding-window log with reservations: a sorted set of the moments sends were given,
-kept by one Lua script (Redis 6.2 commands only: ``TIME``, ``ZREMRANGEBYSCORE``, ``ZRANGE … WITHSCORES``,
-``ZADD``, ``PEXPIRE``). A reservation is given the earliest moment at which it keeps every window of
-``window`` seconds at ``limit`` sends or fewer, and never before a reservation given earlier (first
-come, first served); the caller sleeps until that moment. Nobody polls: a waiter sleeps once, for as
-long as the script said. Redis' own clock decides for every process.
+The bucket is GCRA (the generic cell rate algorithm, a token bucket holding one token) with
+reservations: one Redis key per (service, organization) holds the moment the next send may go, and one
+Lua script (Redis 6.2 commands only: ``TIME``, ``GET``, ``SET … PX``) gives each caller the moment of its
+turn and moves it on by ``count / rate`` seconds. Sends are spaced evenly (a rate of 5 is one send every
+200 ms: no one-second window ever holds more than 5, give or take the one at its edge), in the order
+they asked (first come, first served), and Redis' own clock decides for every process. Nobody polls: a
+caller sleeps once, until its turn.
 
 - :meth:`SendLimiter.acquire` waits for its turn, however long, and returns the seconds it waited;
-- :meth:`SendLimiter.reserve` with ``max_wait`` gives a turn only if it comes within ``max_wait`` seconds
-  (else it reserves nothing and answers None: the send job re-schedules itself instead of waiting).
+- :meth:`SendLimiter.turn` reserves a turn and answers its moment; the send job sleeps until a near
+  one, and re-schedules itself (holding the turn) to a far one instead of holding a worker;
+- :meth:`SendLimiter.reserve` with ``max_wait`` gives a turn only if it comes within ``max_wait``
+  seconds (else it reserves nothing).
 
 When Redis cannot be reached the send goes ahead unpaced (logged): losing the pace for the length of
 an outage is better than losing the messages, and the queues live in that Redis anyway.
@@ -22,7 +25,6 @@ an outage is better than losing the messages, and the queues live in that Redis 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 from uuid import UUID
@@ -43,56 +45,32 @@ MIN_RATE = 0.01
 MAX_RATE = 1000.0
 #: seconds an organization's rate is remembered by a process before it is read again
 OVERRIDE_TTL = 5.0
+#: a job re-scheduled to its turn comes back up to this early (SAQ schedules by the whole second and
+#: moves due jobs every second), so it waits at least this long in the job rather than re-schedule again
+SCHEDULE_SLACK = 2.0
+#: a turn held by a job that comes back this late (seconds; its workers were busy) is taken anew:
+#: sending on a long-passed turn would bunch sends together
+LATE = 1.0
 
-# KEYS[1]: the sorted set of given moments (ms), KEYS[2]: the counter naming its members
-# ARGV: limit, window (ms), count, max_wait (ms; negative: unbounded)
-# -> {1, wait_ms} reserved; {0, wait_ms} not reserved (the turn is further than max_wait)
+# KEYS[1]: the moment (ms since the epoch, Redis' clock) the next send may go
+# ARGV: the interval between sends (ms), count, max_wait (ms; negative: unbounded)
+# -> {1, wait_us} reserved; {0, wait_us} not reserved (the turn is further than max_wait)
 _RESERVE = """
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local count = tonumber(ARGV[3])
-local max_wait = tonumber(ARGV[4])
+local interval = tonumber(ARGV[1])
+local count = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local at = now
-local n = redis.call('ZCARD', KEYS[1])
-if n > 0 then
-  local last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
-  if last > at then at = last end
-  local k = n - (limit - math.min(count, limit))
-  if k >= 1 then
-    local first = tonumber(redis.call('ZRANGE', KEYS[1], k - 1, k - 1, 'WITHSCORES')[2])
-    if first + window > at then at = first + window end
-  end
-end
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local at = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if at < now then at = now end
 local wait = at - now
 if max_wait >= 0 and wait > max_wait then
-  return {0, wait}
+  return {0, math.floor(wait * 1000)}
 end
-local id = redis.call('INCRBY', KEYS[2], count)
-for i = 1, count do
-  redis.call('ZADD', KEYS[1], at, id - count + i)
-end
-redis.call('PEXPIRE', KEYS[1], wait + window + 1000)
-redis.call('PEXPIRE', KEYS[2], wait + window + 1000)
-return {1, wait}
+local after = at + count * interval
+redis.call('SET', KEYS[1], string.format('%.3f', after), 'PX', math.ceil(after - now) + 1000)
+return {1, math.floor(wait * 1000)}
 """
-
-
-@dataclass(frozen=True)
-class Pace:
-    """At most ``limit`` sends in any ``window`` seconds: ``rate`` ≥ 1 is ⌊rate⌋ per second, a slower
-    rate is one send every 1/rate seconds."""
-
-    limit: int
-    window: float
-
-    @classmethod
-    def of(cls, rate: float) -> Pace:
-        if rate >= 1:
-            return cls(int(rate), 1.0)
-        return cls(1, 1.0 / max(rate, MIN_RATE))
 
 
 def effective_rate(default: float | None, override: float | None) -> float | None:
@@ -122,22 +100,24 @@ class Pacer:
         self.prefix = prefix
         self._script = redis.register_script(_RESERVE)
 
+    @staticmethod
+    def interval(rate: float) -> float:
+        """Milliseconds between two sends at ``rate`` per second."""
+        return 1000.0 / max(rate, MIN_RATE)
+
     def key(self, service: str, organization_id: UUID) -> str:
         return f"{self.prefix}:send-rate:{service}:{organization_id}"
 
     async def reserve(self, key: str, rate: float, count: int = 1, max_wait: float | None = None) -> Turn:
         """The turn of ``count`` sends in bucket ``key``: reserved, unless it is further than ``max_wait``
         seconds. Redis unreachable: a turn now (the send goes ahead unpaced, logged)."""
-        pace = Pace.of(rate)
-        bound = -1 if max_wait is None else int(max_wait * 1000)
+        bound = -1 if max_wait is None else max_wait * 1000
         try:
-            reserved, wait_ms = await self._script(
-                keys=[key, key + ":seq"], args=[pace.limit, int(pace.window * 1000), max(count, 1), bound]
-            )
+            reserved, wait_us = await self._script(keys=[key], args=[self.interval(rate), max(count, 1), bound])
         except (RedisError, OSError) as exc:
             log.warning("send rate unavailable; sending unpaced", key=key, error=repr(exc))
             return GO
-        return Turn(bool(int(reserved)), int(wait_ms) / 1000)
+        return Turn(bool(int(reserved)), int(wait_us) / 1_000_000)
 
 
 class SendLimiter:
@@ -200,22 +180,18 @@ class SendLimiter:
             return GO
         return await self.pacer.reserve(self.pacer.key(service, organization_id), rate, count, max_wait)
 
+    async def turn(self, service: str, organization_id: UUID, held: float | None = None) -> float:
+        """The moment (epoch seconds) the next send may go: ``held``, a turn reserved earlier, while it
+        has not long passed (:data:`LATE`), else a new one, reserved however far it is."""
+        if held is not None and held >= time.time() - LATE:
+            return held
+        return time.time() + (await self.reserve(service, organization_id)).wait
+
     async def acquire(self, service: str, organization_id: UUID, count: int = 1) -> float:
         """Wait (sleeping, once) until ``count`` sends of ``service`` for the organization may go;
-        the seconds waited. Keep ``count`` at most :meth:`burst`: more than that in one go exceeds the
-        rate by construction (the bucket then makes the next sends wait for the whole window)."""
+        the seconds waited. ``count`` sends go at once, and the next turn comes ``count / rate`` seconds
+        later: a batch keeps the rate on average, but is a burst; one call per send keeps them even."""
         turn = await self.reserve(service, organization_id, count)
         if turn.wait > 0:
             await asyncio.sleep(turn.wait)
         return turn.wait
-
-    async def burst(self, service: str, organization_id: UUID) -> int | None:
-        """How many sends may go at once within the rate (None: unlimited)."""
-        rate = await self.rate(service, organization_id)
-        return None if rate is None else Pace.of(rate).limit
-
-
-def deferral(turn: Turn, max_wait: float) -> int:
-    """Seconds to re-schedule a job by whose turn was further than ``max_wait``: it comes back when its
-    turn is about ``max_wait`` away (whole seconds: SAQ schedules by the second)."""
-    return max(math.ceil(turn.wait - max_wait), 1)
