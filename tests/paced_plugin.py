@@ -19,7 +19,7 @@ NAME = "paced"
 RATE = 5.0
 
 SOURCE = textwrap.dedent(
-    f'''
+    f"""
     import os
     import time
 
@@ -52,7 +52,7 @@ SOURCE = textwrap.dedent(
 
         async def parse_webhook(self, request):
             return []
-    '''
+    """
 )
 
 
