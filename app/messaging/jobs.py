@@ -159,6 +159,8 @@ async def send_message(
     finally:
         if beat is not None:
             beat.cancel()
+            # an update in flight lands before the job is finished (and re-enqueued, if it deferred itself)
+            await asyncio.gather(beat, return_exceptions=True)
     if event is not None:
         await report(ctx, attempt_id, event)
     return event
