@@ -140,8 +140,8 @@ class WorkerSettings:
     #: a running send job proves it is alive this often; silent for longer, its worker is taken as dead
     heartbeat_seconds: int = 10
     #: a send waits in its job at most this long for its turn under the service's rate limit; a later
-    #: turn re-schedules the job instead (app/servicehost/ratelimit.py; at most 10 s, within the job's timeout)
-    rate_max_wait: float = 2.0
+    #: turn re-schedules the job to it (app/servicehost/ratelimit.py; 3 to 10 s, within the job's timeout)
+    rate_max_wait: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ class Settings:
                 sweep_seconds=_env_int("SWEEP_SECONDS", 10),
                 stale_seconds=_env_int("STALE_SECONDS", 30),
                 heartbeat_seconds=_env_int("HEARTBEAT_SECONDS", 10),
-                rate_max_wait=min(max(float(_env("RATE_MAX_WAIT", "2") or 2), 0.0), 10.0),
+                rate_max_wait=min(max(float(_env("RATE_MAX_WAIT", "3") or 3), 3.0), 10.0),
             ),
             var_dir=var_dir,
             log_level=_env("LOG_LEVEL", "INFO").upper(),

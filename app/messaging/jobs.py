@@ -29,7 +29,7 @@ from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, PluginError
 from app.queues import EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
-from app.servicehost.ratelimit import SCHEDULE_SLACK, SendLimiter
+from app.servicehost.ratelimit import SCHEDULE_AHEAD, SCHEDULE_SLACK, SendLimiter
 from app.servicehost.registry import PluginRegistry
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
@@ -174,7 +174,7 @@ def is_deferred(result: Any) -> bool:
 async def requeue_deferred(ctx: MessagingContext) -> None:
     """SAQ's ``after_process`` of the send workers: a job that deferred itself (its turn under the
     service's rate was further than ``rate_max_wait``) is enqueued again under the same key, holding
-    its turn, scheduled a second before it (SAQ schedules by the second). Each send defers at most once
+    its turn, scheduled a couple of seconds before it (SAQ schedules by the second). Each send defers at most once
     (unless it comes back late). If this process dies before that, the sweep re-enqueues it."""
     job = ctx.get("job")
     if job is None or job.status != Status.COMPLETE or not is_deferred(job.result):
@@ -188,7 +188,7 @@ async def requeue_deferred(ctx: MessagingContext) -> None:
         heartbeat=job.heartbeat,
         retries=job.retries,
         ttl=job.ttl,
-        scheduled=max(int(turn_at) - 1, int(time.time()) + 1),
+        scheduled=max(int(turn_at) - SCHEDULE_AHEAD, int(time.time()) + 1),
     )
     try:
         await job.get_queue().enqueue(again)

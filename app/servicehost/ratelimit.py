@@ -45,12 +45,14 @@ MIN_RATE = 0.01
 MAX_RATE = 1000.0
 #: seconds an organization's rate is remembered by a process before it is read again
 OVERRIDE_TTL = 5.0
-#: a job re-scheduled to its turn comes back up to this early (SAQ schedules by the whole second and
-#: moves due jobs every second), so it waits at least this long in the job rather than re-schedule again
-SCHEDULE_SLACK = 2.0
+#: a job re-scheduled to its turn is scheduled this many whole seconds before it (SAQ schedules by the
+#: second and moves due jobs every second), so that it is back, loaded and waiting before its turn
+SCHEDULE_AHEAD = 2
+#: ... and comes back up to this early, so it waits at least this long in the job rather than re-schedule
+SCHEDULE_SLACK = SCHEDULE_AHEAD + 1.0
 #: a turn held by a job that comes back this late (seconds; its workers were busy) is taken anew:
 #: sending on a long-passed turn would bunch sends together
-LATE = 1.0
+LATE = 0.5
 
 # KEYS[1]: the moment (ms since the epoch, Redis' clock) the next send may go
 # ARGV: the interval between sends (ms), count, max_wait (ms; negative: unbounded)
