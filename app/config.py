@@ -154,6 +154,9 @@ class WorkerSettings:
     #: seconds a worker process gives the jobs in flight on SIGTERM (it takes no new one meanwhile); a job
     #: still running then is cancelled and put back on its queue (docs/decisions/0036)
     shutdown_grace: float = 20.0
+    #: a send waits in its job at most this long for its turn under the service's rate limit; a later
+    #: turn re-schedules the job to it (app/servicehost/ratelimit.py; 3 to 10 s, within the job's timeout)
+    rate_max_wait: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,7 @@ class Settings:
                 stale_seconds=_env_int("STALE_SECONDS", 30),
                 heartbeat_seconds=_env_int("HEARTBEAT_SECONDS", 10),
                 shutdown_grace=float(_env("SHUTDOWN_GRACE", "20")),
+                rate_max_wait=min(max(float(_env("RATE_MAX_WAIT", "3") or 3), 3.0), 10.0),
             ),
             var_dir=var_dir,
             log_level=_env("LOG_LEVEL", "INFO").upper(),

@@ -43,6 +43,7 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
         "VOLUBLE_SWEEP_SECONDS": str(settings.worker.sweep_seconds),
         "VOLUBLE_STALE_SECONDS": str(settings.worker.stale_seconds),
         "VOLUBLE_HEARTBEAT_SECONDS": str(settings.worker.heartbeat_seconds),
+        "VOLUBLE_RATE_MAX_WAIT": str(settings.worker.rate_max_wait),
         **extra,
     }
 

@@ -131,6 +131,7 @@ async def test_list_and_detail(client: AsyncTestClient[Litestar], world: World) 
     assert services["smtp"] == {
         "name": "smtp", "title": "E-mail (SMTP)", "address_field": "email", "status": "available", "reason": None,
         "checked_at": services["smtp"]["checked_at"], "needs_credentials": True, "has_credentials": False,
+        "default_rate_per_second": None, "rate_per_second": None,
     }
     assert services["log"]["needs_credentials"] is False and services["log"]["address_field"] is None
     assert services["webhook"]["needs_credentials"] is True

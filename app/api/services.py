@@ -7,7 +7,7 @@ from typing import Any
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.service import OffsetPagination
-from litestar import Controller, delete, get, put
+from litestar import Controller, delete, get, patch, put
 from litestar.params import Body
 
 from app.providers import SERVICE_DEPENDENCIES
@@ -53,11 +53,25 @@ class ServiceController(Controller):
         name: str,
         catalog: ServiceCatalog,
         credentials: CredentialService,
-        data: dict[str, Any] = Body(description="The credentials object; see the service's credentials_schema."),
+        data: dict[str, Any] = Body(
+            description="The credentials object (see the service's credentials_schema), with an optional "
+            "`rate_per_second`: this organization's own, lower send rate (absent: the saved one stays)."
+        ),
     ) -> schemas.ServiceDetail:
         if not await catalog.exists(name):
             raise NotFoundError(f"No service named {name!r}.")
         await credentials.put(name, data)
+        return await catalog.get(name)
+
+    @patch(
+        NAME + "/credentials",
+        summary="Set this organization's own send rate on a service (lower than the service's; null: the service's)",
+        guards=[requires_org_admin],
+    )
+    async def set_rate(
+        self, name: str, catalog: ServiceCatalog, credentials: CredentialService, data: schemas.CredentialsRateUpdate
+    ) -> schemas.ServiceDetail:
+        await credentials.set_rate(name, data.rate_per_second)
         return await catalog.get(name)
 
     @delete(

@@ -1,10 +1,13 @@
 """SAQ jobs of the pipeline.
 
-``send_message`` runs on the ``send`` queue: it calls the plugin naively and reports what happened
-as an event; it never decides fallback and never writes message state. ``message_sent`` and
-``attempt_failed`` run on the ``events`` queue: the coordinator applies them. Blast traffic does the
-same in batches: ``send_batch`` (``blast`` queue) sends the attempts of one organization and service and
-reports them in one ``apply_outcomes`` event (app/messaging/bulk.py). ``sweep`` is a cron job
+``send_message`` runs on the ``send`` queue: it waits for the service's turn (its rate, shared by every
+worker in Redis: app/servicehost/ratelimit.py), calls the plugin naively and reports what happened as an
+event; it never decides fallback and never writes message state. A turn further away than
+``VOLUBLE_RATE_MAX_WAIT`` re-schedules the job to it (``requeue_deferred``) instead of holding a worker.
+``message_sent`` and ``attempt_failed`` run on the ``events`` queue: the coordinator applies them.
+Blast traffic does the same in batches: ``send_batch`` (``blast`` queue) sends the attempts of one
+organization and service (each send taking its turn) and reports them in one ``apply_outcomes`` event
+(app/messaging/bulk.py). ``sweep`` is a cron job
 that finds work the queues lost (a killed worker, a restarted Redis) and puts it back; ``roll_up_stats``
 one that keeps the dashboard's counts of the closed days (:mod:`app.messaging.rollup`).
 """
@@ -14,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from saq import Status
+from saq import Job, Status
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import noload
@@ -35,6 +38,7 @@ from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, Plugin, PluginError
 from app.queues import BLAST_QUEUE, EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
+from app.servicehost.ratelimit import SCHEDULE_AHEAD, SCHEDULE_SLACK, SendLimiter
 from app.servicehost.registry import PluginRegistry
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
@@ -53,6 +57,8 @@ class MessagingContext(JobContext):
 
     registry: PluginRegistry
     coordinator: Coordinator
+    #: the send rates of every (service, organization), shared with the other workers in Redis
+    limiter: SendLimiter
 
 
 #: a send job still queued or running after this long is given up as lost
@@ -182,10 +188,9 @@ async def _call(send: _Send, seconds: float) -> Event:
 
 
 async def before_send(ctx: MessagingContext, send: _Send) -> None:
-    """Called right before each plugin call (``send_message`` and ``send_batch``): the one place for the
-    per-service rate limit (issue 10 item 4: wait for a token of ``send.service`` for
-    ``send.outgoing.organization_id``)."""
-    return None
+    """Right before each plugin call of a ``send_batch`` job: its turn under the service's rate (shared by
+    every worker in Redis), slept for; the batch's heartbeat keeps beating meanwhile."""
+    await ctx["limiter"].acquire(send.service, send.outgoing.organization_id, 1)
 
 
 async def _prepare_when_reachable(
@@ -208,19 +213,27 @@ async def _prepare_when_reachable(
         delay = min(delay * 2, 2.0)
 
 
-async def _attempt_send(ctx: MessagingContext, attempt_id: UUID) -> Event | None:
+async def _attempt_send(ctx: MessagingContext, attempt_id: UUID, turn_at: float | None) -> Event | None:
     """Call the plugin for a pending attempt; the event to report, or None if there is nothing to do."""
     sends, events = await _prepare_when_reachable(ctx, [attempt_id])
     if attempt_id in events:
         return events[attempt_id]
     if not sends:
         return None
-    await before_send(ctx, sends[0])
-    return await _call(sends[0], ctx["settings"].worker.send_timeout)
+    send = sends[0]
+    # the service's turn, right before its call (so that the work above does not delay the send past it)
+    turn_at = await ctx["limiter"].turn(send.service, send.outgoing.organization_id, turn_at)
+    if (wait := turn_at - time.time()) > max(ctx["settings"].worker.rate_max_wait, SCHEDULE_SLACK):
+        return {"outcome": "deferred", "turn_at": turn_at}  # far: come back then rather than hold a worker
+    if wait > 0:  # the heartbeat keeps beating meanwhile
+        await asyncio.sleep(wait)
+    return await _call(send, ctx["settings"].worker.send_timeout)
 
 
 async def report(ctx: MessagingContext, attempt_id: str, event: dict[str, Any]) -> None:
     queue = ctx["queues"][EVENTS_QUEUE]
+    if event["outcome"] == "deferred":  # not an outcome: the job comes back (requeue_deferred)
+        return
     if event["outcome"] == "sent":
         await queue.enqueue(
             "message_sent",
@@ -245,16 +258,21 @@ async def _heartbeat(job: Any, every: float) -> None:
         await job.update()
 
 
-async def send_message(ctx: MessagingContext, *, attempt_id: str) -> dict[str, Any] | None:
+async def send_message(
+    ctx: MessagingContext, *, attempt_id: str, turn_at: float | None = None
+) -> dict[str, Any] | None:
+    """``turn_at``: the moment of the turn under the service's rate this job holds (re-scheduled to it)."""
     job = ctx.get("job")
     beat = None
     if job is not None and job.heartbeat:
         beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
     try:
-        event = await _attempt_send(ctx, UUID(attempt_id))
+        event = await _attempt_send(ctx, UUID(attempt_id), turn_at)
     finally:
         if beat is not None:
             beat.cancel()
+            # an update in flight lands before the job is finished (and re-enqueued, if it deferred itself)
+            await asyncio.gather(beat, return_exceptions=True)
     if event is not None:
         try:
             await report(ctx, attempt_id, event)
@@ -262,6 +280,43 @@ async def send_message(ctx: MessagingContext, *, attempt_id: str) -> dict[str, A
             # the job ends complete with the event as its result, and the sweep replays it
             log.warning("event not queued; the sweep will replay it", attempt_id=attempt_id, error=repr(exc))
     return event
+
+
+def is_deferred(result: Any) -> bool:
+    """Whether a send job's result says it gave its rate-limited turn back, to come again later."""
+    return isinstance(result, dict) and result.get("outcome") == "deferred"
+
+
+async def requeue_deferred(ctx: MessagingContext) -> None:
+    """SAQ's ``after_process`` of the send workers: a job that deferred itself (its turn under the
+    service's rate was further than ``rate_max_wait``) is enqueued again under the same key, holding
+    its turn, scheduled a couple of seconds before it (SAQ schedules by the second). Each send defers at most once
+    (unless it comes back late). If this process dies before that, the sweep re-enqueues it."""
+    job = ctx.get("job")
+    if job is None or job.status != Status.COMPLETE or not is_deferred(job.result):
+        return
+    turn_at = float(job.result["turn_at"])
+    again = Job(
+        function=job.function,
+        kwargs={**(job.kwargs or {}), "turn_at": turn_at},
+        key=job.key,
+        timeout=job.timeout,
+        heartbeat=job.heartbeat,
+        retries=job.retries,
+        ttl=job.ttl,
+        scheduled=max(int(turn_at) - SCHEDULE_AHEAD, int(time.time()) + 1),
+    )
+    try:
+        await job.get_queue().enqueue(again)
+    except Exception as exc:
+        log.warning("deferred send not re-enqueued; the sweep will", job=job.key, error=repr(exc))
+
+
+def _since(job: Job, started_at: datetime) -> datetime:
+    """Since when a queued or running send job has been waiting: a running one since it started, a queued
+    one since it was (re-)queued or scheduled for (a job re-scheduled to its turn under the service's rate)."""
+    ms = job.started if job.status == Status.ACTIVE else max(job.queued, job.scheduled * 1000)
+    return max(started_at, datetime.fromtimestamp(ms / 1000, UTC)) if ms else started_at
 
 
 async def send_batch(ctx: MessagingContext, *, attempt_ids: list[str]) -> list[Event]:
@@ -388,7 +443,8 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
             batched.setdefault(attempt.job_key, []).append(attempt)
             continue
         job = await send_queue.job(send_job_key(attempt.id))
-        if job is None:  # Redis lost it: send again
+        # Redis lost it, or the re-enqueue of a job that deferred itself for its rate got lost: send again
+        if job is None or (job.status == Status.COMPLETE and is_deferred(job.result)):
             await coordinator.enqueue_send(attempt.id)
             counts["requeued"] += 1
         elif isinstance(job.result, dict) and job.status in (Status.COMPLETE, Status.ABORTED):
@@ -398,7 +454,7 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
             await report(ctx, str(attempt.id), job.result)
             counts["replayed"] += 1
         elif job.status in (Status.FAILED, Status.ABORTED) or (
-            job.status in (Status.QUEUED, Status.ACTIVE) and attempt.started_at < now - LOST_AFTER
+            job.status in (Status.QUEUED, Status.ACTIVE) and _since(job, attempt.started_at) < now - LOST_AFTER
         ):
             if job.status in (Status.QUEUED, Status.ACTIVE):
                 await send_queue.abort(job, "given up by the sweep")

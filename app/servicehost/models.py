@@ -6,7 +6,7 @@ from datetime import datetime
 from uuid import UUID
 
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import Boolean, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -40,3 +40,6 @@ class ServiceCredential(Base):
     organization_id: Mapped[UUID] = mapped_column(ForeignKey("organization.id", ondelete="CASCADE"), index=True)
     service: Mapped[str] = mapped_column(String(64))
     ciphertext: Mapped[str] = mapped_column(Text)
+    #: the sends per second this organization allows itself on the service (None: the plugin's own
+    #: ``rate_per_second``); not a secret, so the send rate limiter reads it without decrypting
+    rate_per_second: Mapped[float | None] = mapped_column(Float, default=None)

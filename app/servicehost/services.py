@@ -4,6 +4,7 @@ and the catalog of services that the API and the pages show."""
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from typing import Any
 from uuid import UUID
@@ -20,6 +21,7 @@ from app.plugins.base import CredentialsError, PluginInfo, prepare_credentials
 from app.plugins.crypto import CredentialCipher, CredentialsUnavailable
 from app.servicehost import schemas
 from app.servicehost.models import ServiceCredential, ServiceStatus
+from app.servicehost.ratelimit import MAX_RATE, MIN_RATE
 from app.servicehost.registry import PluginEntry, PluginRegistry, load_registry, service_statuses
 
 log = get_logger(__name__)
@@ -82,14 +84,40 @@ class CredentialService(OrgScopedService[ServiceCredential]):
     async def _row(self, name: str) -> ServiceCredential | None:
         return await self.get_one_or_none(ServiceCredential.service == name)
 
+    @staticmethod
+    def check_rate(info: PluginInfo, value: Any) -> float | None:
+        """An organization's send rate for the service: a number of sends per second within the bounds,
+        never above the plugin's own rate (an organization may only lower it); None clears it."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValidationProblem("Enter the rate as a number of messages per second.", schemas.RATE_FIELD)
+        if not MIN_RATE <= value <= MAX_RATE:
+            raise ValidationProblem(
+                f"The rate must be between {MIN_RATE:g} and {MAX_RATE:g} messages per second.", schemas.RATE_FIELD
+            )
+        if info.rate_per_second is not None and value > info.rate_per_second:
+            raise ValidationProblem(
+                f"{info.title} sends at most {info.rate_per_second:g} messages per second; "
+                "an organization can only lower that rate.",
+                schemas.RATE_FIELD,
+            )
+        return float(value)
+
     async def put(self, name: str, raw: Any) -> ServiceCredential:
-        """Validate ``raw`` (a JSON object) with the plugin, encrypt it and save it (replacing any)."""
+        """Validate ``raw`` (a JSON object) with the plugin, encrypt it and save it (replacing any).
+
+        Its optional ``rate_per_second`` is not a credential: it is the organization's own send rate
+        (:meth:`check_rate`), stored in the clear beside the ciphertext; absent, the saved rate stays."""
         info = self._info(name)
         ctype = info.credentials_type
         if ctype is None:
             raise ValidationProblem(f"The {name} service needs no credentials.")
         if not isinstance(raw, dict):
             raise ValidationProblem("Credentials must be a JSON object.")
+        raw = dict(raw)
+        rate_given = schemas.RATE_FIELD in raw
+        rate = self.check_rate(info, raw.pop(schemas.RATE_FIELD, None))
         try:
             credentials = msgspec.convert(raw, ctype)
         except msgspec.ValidationError as exc:
@@ -118,8 +146,24 @@ class CredentialService(OrgScopedService[ServiceCredential]):
         token = self.cipher.encrypt(self.organization_id, name, msgspec.to_builtins(credentials))
         row = await self._row(name)
         if row is None:
-            return await self.repository.add(ServiceCredential(service=name, ciphertext=token))
+            return await self.repository.add(ServiceCredential(service=name, ciphertext=token, rate_per_second=rate))
         row.ciphertext = token
+        if rate_given:
+            row.rate_per_second = rate
+        return await self.repository.update(row)
+
+    async def set_rate(self, name: str, rate: float | None) -> ServiceCredential:
+        """Set (None: clear) the organization's own send rate on ``name``, on its saved credentials."""
+        info = self._info(name)
+        if info.credentials_type is None:
+            raise ValidationProblem(
+                f"The {name} service needs no credentials, so it has no rate of its own for an organization.",
+                schemas.RATE_FIELD,
+            )
+        row = await self._row(name)
+        if row is None:
+            raise NotFoundError(f"No credentials for {name!r}: save them before setting a rate.")
+        row.rate_per_second = self.check_rate(info, rate)
         return await self.repository.update(row)
 
     async def get_decrypted(self, name: str) -> Any | None:
@@ -150,7 +194,16 @@ class CredentialService(OrgScopedService[ServiceCredential]):
 
     async def names(self) -> set[str]:
         """The services this organization has credentials for."""
-        return {row.service for row in await self.list()}
+        return set(await self.rates())
+
+    async def rates(self) -> dict[str, float | None]:
+        """The services this organization has credentials for, with the send rate it set on each."""
+        return {row.service: row.rate_per_second for row in await self.list()}
+
+    async def rate(self, name: str) -> tuple[bool, float | None]:
+        """(whether the organization has credentials for ``name``, the send rate it set on them)."""
+        row = await self._row(name)
+        return row is not None, row.rate_per_second if row else None
 
     async def remove(self, name: str) -> None:
         """Delete the organization's credentials for ``name``; :class:`NotFoundError` if it has none."""
@@ -163,7 +216,13 @@ class CredentialService(OrgScopedService[ServiceCredential]):
 # -- the catalog: what GET /services (and the services page) show ------------------------------
 
 
-def _service(name: str, row: ServiceStatus | None, entry: PluginEntry | None, has: bool) -> schemas.Service:
+def _service(
+    name: str, row: ServiceStatus | None, entry: PluginEntry | None, has: bool, rate: float | None = None
+) -> schemas.Service:
+    rates = {
+        "default_rate_per_second": entry.info.rate_per_second if entry and entry.info else None,
+        "rate_per_second": rate,
+    }
     if row is not None:
         return schemas.Service(
             name=name,
@@ -174,6 +233,7 @@ def _service(name: str, row: ServiceStatus | None, entry: PluginEntry | None, ha
             checked_at=row.checked_at,
             needs_credentials=row.needs_credentials,
             has_credentials=has,
+            **rates,
         )
     if entry is None:  # pragma: no cover - callers pass one of both
         raise NotFoundError(f"No service named {name!r}.")
@@ -186,6 +246,7 @@ def _service(name: str, row: ServiceStatus | None, entry: PluginEntry | None, ha
         checked_at=entry.checked_at,
         needs_credentials=entry.needs_credentials,
         has_credentials=has,
+        **rates,
     )
 
 
@@ -212,8 +273,10 @@ class ServiceCatalog:
 
     async def all(self) -> list[schemas.Service]:
         rows, names = await self._known()
-        mine = await self.credentials.names() if self.credentials else set()
-        return [_service(name, rows.get(name), self.registry.entry(name), name in mine) for name in names]
+        mine = await self.credentials.rates() if self.credentials else {}
+        return [
+            _service(name, rows.get(name), self.registry.entry(name), name in mine, mine.get(name)) for name in names
+        ]
 
     async def get(self, name: str) -> schemas.ServiceDetail:
         """One service with its credentials' JSON Schema; :class:`NotFoundError` for an unknown name."""
@@ -221,8 +284,8 @@ class ServiceCatalog:
         if name not in names:
             raise NotFoundError(f"No service named {name!r}.")
         entry = self.registry.entry(name)
-        has = await self.credentials.has(name) if self.credentials else False
-        base = _service(name, rows.get(name), entry, has)
+        has, rate = await self.credentials.rate(name) if self.credentials else (False, None)
+        base = _service(name, rows.get(name), entry, has, rate)
         info = entry.info if entry else None
         return schemas.ServiceDetail(
             **msgspec.structs.asdict(base),

@@ -25,7 +25,8 @@ from app.errors import Conflict
 from app.messaging.links import telegram_bot, twilio_hook_url
 from app.plugins import telegram, twilio
 from app.providers import SERVICE_DEPENDENCIES
-from app.servicehost.schemas import ServiceDetail
+from app.servicehost.ratelimit import MAX_RATE, MIN_RATE
+from app.servicehost.schemas import RATE_FIELD, ServiceDetail
 from app.servicehost.services import CredentialService, ServiceCatalog
 from app.tenants.guards import requires_org_admin, requires_organization, requires_scope
 from app.tenants.principal import Principal
@@ -186,10 +187,17 @@ def _detail_context(
     hooks: dict[str, Any],
     form: dict[str, str] | None = None,
     errors: FormErrors | None = None,
+    rate: str | None = None,
+    rate_errors: FormErrors | None = None,
 ) -> dict[str, Any]:
     fields = credential_fields(service.credentials_schema)
+    saved_rate = f"{service.rate_per_second:g}" if service.rate_per_second is not None else ""
     return {
         **hooks,
+        "rate_field": RATE_FIELD,
+        "rate_value": saved_rate if rate is None else rate,
+        "rate_errors": rate_errors or FormErrors(),
+        "rate_attrs": f'min="{MIN_RATE:g}" max="{service.default_rate_per_second or MAX_RATE:g}" step="any"',
         "service": service,
         "fields": fields,
         "form": form if form is not None else {f.name: f.default for f in fields},
@@ -260,6 +268,42 @@ class ServicePages(Controller):
         await db_session.rollback()
         hooks = await hook_context(service, credentials, settings)
         return page("services/detail.html", _detail_context(service, principal, hooks, shown, errors), status=422)
+
+    @post(NAME + "/rate", guards=[requires_org_admin])
+    async def save_rate(
+        self,
+        request: HTMXRequest,
+        name: str,
+        catalog: ServiceCatalog,
+        credentials: CredentialService,
+        principal: Principal,
+        settings: Settings,
+        db_session: AsyncSession,
+    ) -> Response[Any]:
+        """The organization's own sending rate on the service (empty: the service's own rate)."""
+        service = await catalog.get(name)
+        if not service.has_credentials:
+            flash(request, f"Save the {service.title} credentials before setting a sending rate.", "info")
+            return await see_other(None, f"{LIST_URL}/{name}")
+        raw = str((await read_form(request)).get(RATE_FIELD) or "").strip()
+        errors = FormErrors()
+        value: float | None = None
+        if raw:
+            try:
+                value = float(raw.replace(",", "."))
+            except ValueError:
+                errors.add(RATE_FIELD, "Enter a number of messages per second, or leave it empty.")
+        if not errors:
+            async with catching(errors, RATE_FIELD):
+                await credentials.set_rate(name, value)
+            if not errors:
+                told = f"at most {value:g} messages per second" if value is not None else "the service's own rate"
+                flash(request, f"{service.title} now sends for your organization at {told}.", "success")
+                return await see_other(db_session, f"{LIST_URL}/{name}")
+        await db_session.rollback()
+        hooks = await hook_context(service, credentials, settings)
+        context = _detail_context(service, principal, hooks, rate=raw[:32], rate_errors=errors)
+        return page("services/detail.html", context, status=422)
 
     @post(NAME + "/credentials/remove", guards=[requires_org_admin])
     async def remove_credentials(

@@ -26,6 +26,7 @@ from app.messaging.jobs import MessagingContext
 from app.queues import BLAST_QUEUE, DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, WEBHOOKS_QUEUE, make_queues
 from app.servicehost.jobs import CRON_JOBS as PLUGIN_CRON_JOBS
 from app.servicehost.jobs import recheck_plugins
+from app.servicehost.ratelimit import SendLimiter
 from app.servicehost.registry import PluginRegistry, load_registry
 from app.tenants.jobs import FUNCTIONS as ACCOUNT_FUNCTIONS
 from app.webhooks import jobs as webhook_jobs
@@ -62,7 +63,7 @@ class QueueWorker(Worker[WorkerContext]):
 
 def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     queues = make_queues(settings)
-    built: list[tuple[async_sessionmaker[AsyncSession], PluginRegistry, Coordinator]] = []
+    built: list[tuple[async_sessionmaker[AsyncSession], PluginRegistry, Coordinator, SendLimiter]] = []
     lock = asyncio.Lock()
 
     async def startup(ctx: WorkerContext) -> None:
@@ -78,16 +79,22 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
                     heartbeat=settings.worker.heartbeat_seconds,
                     stopped_blasts=blast_fanout.stopped,
                 )
-                built.append((async_sessionmaker(engine, expire_on_commit=False), registry, coordinator))
-        sessions, registry, coordinator = built[0]
+                sessions = async_sessionmaker(engine, expire_on_commit=False)
+                limiter = SendLimiter.from_url(
+                    settings.redis.url, prefix=settings.redis.queue_prefix, registry=registry, sessions=sessions
+                )
+                built.append((sessions, registry, coordinator, limiter))
+        sessions, registry, coordinator, limiter = built[0]
         ctx["settings"] = settings
         ctx["sessions"] = sessions
         ctx["queues"] = queues
         ctx["registry"] = registry
         ctx["coordinator"] = coordinator
+        ctx["limiter"] = limiter
 
     async def shutdown(ctx: WorkerContext) -> None:
-        return None
+        if built:  # its connections close; one still in use by another worker reconnects
+            await built[0][3].close()
 
     every = max(settings.worker.sweep_seconds, 1)
     common: dict[str, Any] = {
@@ -120,7 +127,14 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
             concurrency=concurrency,
             **common,
         ),
-        QueueWorker(queues[SEND_QUEUE], functions=[messaging_jobs.send_message], concurrency=concurrency, **common),
+        QueueWorker(
+            queues[SEND_QUEUE],
+            functions=[messaging_jobs.send_message],
+            # a send that gave its turn under the service's rate back comes again later (same key)
+            after_process=messaging_jobs.requeue_deferred,
+            concurrency=concurrency,
+            **common,
+        ),
         # a send_batch job makes SEND_CONCURRENCY plugin calls at once: fewer jobs at a time than on ``send``
         QueueWorker(
             queues[BLAST_QUEUE],

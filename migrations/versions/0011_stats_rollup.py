@@ -1,7 +1,7 @@
 """the dashboard's counts per closed day (message_stats_day, message_stats_rollup)
 
 Revision ID: 0011_stats_rollup
-Revises: 0009_blast_throughput
+Revises: 0010_send_rate_override
 Create Date: 2026-12-01 16:00:00.000000
 
 A window of 30 days reads about 30 small rows per figure instead of every message in it
@@ -18,7 +18,7 @@ __all__ = ("downgrade", "upgrade")
 
 # revision identifiers, used by Alembic.
 revision = "0011_stats_rollup"
-down_revision = "0009_blast_throughput"
+down_revision = "0010_send_rate_override"
 branch_labels = None
 depends_on = None
 
