@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from saq import Job, Status
@@ -45,6 +46,7 @@ from app.tenants.deps import scoped
 from app.tenants.models import Organization
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 #: plugin calls of one ``send_batch`` job made at once
 SEND_CONCURRENCY = 10
@@ -193,24 +195,34 @@ async def before_send(ctx: MessagingContext, send: _Send) -> None:
     await ctx["limiter"].acquire(send.service, send.outgoing.organization_id, 1)
 
 
-async def _prepare_when_reachable(
-    ctx: MessagingContext, attempt_ids: list[UUID]
-) -> tuple[list[_Send], dict[UUID, Event]]:
-    """:func:`_prepare`, waiting out a database that is away (restarted, failing over) for up to
-    :data:`DATABASE_WAIT_SECONDS`: nothing has been sent yet, so reading again is safe. Past that, the
-    error ends the job and the sweep records the attempts as lost (the chain moves on)."""
+async def _when_reachable(read: Callable[[], Awaitable[T]], attempts: int) -> T:
+    """``read()`` (the database reads before the plugin calls), waiting out a database that is away
+    (restarted, failing over) for up to :data:`DATABASE_WAIT_SECONDS`: nothing has been sent yet, so
+    reading again is safe. Past that, the error ends the job and the sweep records the attempts as lost
+    (the chain moves on)."""
     deadline = time.monotonic() + DATABASE_WAIT_SECONDS
     delay = 0.25
     while True:
         try:
-            async with ctx["sessions"]() as session:
-                return await _prepare(ctx, session, attempt_ids)
+            return await read()
         except Exception as exc:
             if not is_connection_error(exc) or time.monotonic() + delay > deadline:
                 raise
-            log.warning("database unreachable; the send waits", attempts=len(attempt_ids), error=database_message(exc))
+            log.warning("database unreachable; the send waits", attempts=attempts, error=database_message(exc))
         await asyncio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+async def _prepare_when_reachable(
+    ctx: MessagingContext, attempt_ids: list[UUID]
+) -> tuple[list[_Send], dict[UUID, Event]]:
+    """:func:`_prepare` in a session of its own, through :func:`_when_reachable`."""
+
+    async def read() -> tuple[list[_Send], dict[UUID, Event]]:
+        async with ctx["sessions"]() as session:
+            return await _prepare(ctx, session, attempt_ids)
+
+    return await _when_reachable(read, len(attempt_ids))
 
 
 async def _attempt_send(ctx: MessagingContext, attempt_id: UUID, turn_at: float | None) -> Event | None:
@@ -330,9 +342,15 @@ async def send_batch(ctx: MessagingContext, *, attempt_ids: list[str]) -> list[E
         beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
     coordinator = ctx["coordinator"]
     try:
-        sends, events = await _prepare_when_reachable(ctx, [UUID(a) for a in attempt_ids])
-        async with ctx["sessions"]() as session:
-            stopped = await coordinator.stopped(session, {s.blast_id for s in sends if s.blast_id is not None})
+        ids = [UUID(a) for a in attempt_ids]
+
+        async def read() -> tuple[list[_Send], dict[UUID, Event], set[UUID]]:
+            async with ctx["sessions"]() as session:
+                sends, events = await _prepare(ctx, session, ids)
+                blasts = {s.blast_id for s in sends if s.blast_id is not None}
+                return sends, events, await coordinator.stopped(session, blasts)
+
+        sends, events, stopped = await _when_reachable(read, len(ids))
         for send in sends:
             if send.blast_id in stopped:  # apply_outcomes fails the message "cancelled" (Coordinator.plan)
                 events[send.attempt_id] = {"outcome": "failed", "reason": "cancelled"}
