@@ -422,3 +422,66 @@ async def test_dashboard_shows_the_blasts_in_progress_of_its_organization_only(
     await login(client, stranger.email)
     home = await client.get("/")
     assert home.status_code == 200 and "Spring sale" not in home.text and "No blast is being sent" in home.text
+
+
+async def test_worker_killed_while_sending_loses_nothing_and_sends_nothing_twice(
+    client: AsyncTestClient[Any], world: World, sessions: Any, settings: Settings
+) -> None:
+    """SIGKILL in the middle of the batched sends: every audience member keeps exactly one message, each
+    ends sent or failed (a batch lost with its worker fails ``worker_lost``: its sends may have happened,
+    so the chain does not send them again), and no message reaches the service twice."""
+    import json
+
+    from app.messaging.models import Attempt, AttemptOutcome
+    from app.plugins.log import outbox_path
+
+    t = await tenant(world)
+    chain = await setup_chain(client, t, ["log"])
+    members = await category(sessions, t)
+    people = await contacts(sessions, t, 1000, members)
+    r = await post_blast(client, t, name="big", content="Hi {{ first_name }}", servicechain_id=chain, category_ids=[str(members)])
+    blast_id = r.json()["id"]
+    worker = start_worker(settings)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(m.state == "MSG_SENT" for m in await messages_of(sessions, blast_id)):
+            assert time.monotonic() < deadline, "nothing was sent"
+            await asyncio.sleep(0.02)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        at_kill = [m for m in await messages_of(sessions, blast_id) if m.state == "MSG_SENT"]
+        assert 0 < len(at_kill) < 1000, len(at_kill)
+        worker = start_worker(settings)
+        deadline = time.monotonic() + 120
+        while True:
+            messages = await messages_of(sessions, blast_id)
+            if len(messages) == 1000 and all(m.state in ("MSG_SENT", "MSG_FAILED") for m in messages):
+                break
+            assert time.monotonic() < deadline, collections_of(messages)
+            await asyncio.sleep(0.25)
+    finally:
+        stop_process(worker)
+    assert sorted(m.contact_id for m in messages) == sorted(people)  # one message each, none lost
+    async with sessions() as session:
+        attempts = list(await session.scalars(select(Attempt).where(Attempt.message_id.in_([m.id for m in messages]))))
+    sent_attempts: dict[uuid.UUID, int] = {}
+    for a in attempts:
+        if a.outcome == AttemptOutcome.SENT:
+            sent_attempts[a.message_id] = sent_attempts.get(a.message_id, 0) + 1
+    assert set(sent_attempts.values()) <= {1}
+    lost = [a for a in attempts if a.outcome == AttemptOutcome.FAILED]
+    assert all((a.error or "").startswith("worker_lost") for a in lost), {a.error for a in lost}
+    lines = outbox_path(settings.var_dir).read_text().splitlines()
+    seen: dict[str, int] = {}
+    for line in lines:
+        key = json.loads(line)["message_id"]
+        seen[key] = seen.get(key, 0) + 1
+    assert [k for k, c in seen.items() if c > 1] == [], "a message reached the service twice"
+    assert {str(m.id) for m in messages if m.state == "MSG_SENT"} <= set(seen)
+
+
+def collections_of(messages: list[Message]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for m in messages:
+        counts[str(m.state)] = counts.get(str(m.state), 0) + 1
+    return counts
