@@ -439,7 +439,9 @@ async def test_worker_killed_while_sending_loses_nothing_and_sends_nothing_twice
     chain = await setup_chain(client, t, ["log"])
     members = await category(sessions, t)
     people = await contacts(sessions, t, 1000, members)
-    r = await post_blast(client, t, name="big", content="Hi {{ first_name }}", servicechain_id=chain, category_ids=[str(members)])
+    r = await post_blast(
+        client, t, name="big", content="Hi {{ first_name }}", servicechain_id=chain, category_ids=[str(members)]
+    )
     blast_id = r.json()["id"]
     worker = start_worker(settings)
     try:
