@@ -11,6 +11,7 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import uuid4
 
 from advanced_alchemy.exceptions import RepositoryError
 from advanced_alchemy.extensions.litestar import (
@@ -253,8 +254,15 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
             max_overflow=settings.database.pool_size,
             pool_pre_ping=ping_after <= 0,
         )
+    # keys of its own for each config: advanced-alchemy makes clashing keys unique by trying key_1, key_2…
+    # recursively against every config ever made in the process (one per app: a test process makes
+    # over a thousand, past Python's recursion limit)
+    own = uuid4().hex[:12]
     config = RequestSessionConfig(
         connection_string=url,
+        session_scope_key=f"_sqlalchemy_db_session_{own}",
+        engine_app_state_key=f"db_engine_{own}",
+        session_maker_app_state_key=f"session_maker_class_{own}",
         engine_config=engine_config,
         session_config=AsyncSessionConfig(expire_on_commit=False),
         before_send_handler="autocommit",
