@@ -66,7 +66,7 @@ def send_job_options(send_timeout: float, heartbeat: int) -> dict[str, Any]:
 
 
 #: attempts one ``send_batch`` job carries (one organization, one service)
-SEND_BATCH = 100
+SEND_BATCH = 250
 
 
 def batch_job_key(batch_id: object) -> str:

@@ -19,6 +19,7 @@ from app.messaging import bulk
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, CreditState, Message, MessageState
 from app.plugins.log import outbox_path
+from app.queues import SEND_BATCH
 from app.servicehost.registry import load_registry
 from tests.conftest import World
 from tests.helpers import start_worker, stop_process
@@ -86,7 +87,7 @@ async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
     client: AsyncTestClient[Any], world: World, sessions: Any, settings: Settings
 ) -> None:
     t = await tenant(world)
-    people = await contacts(sessions, t, 150)
+    people = await contacts(sessions, t, SEND_BATCH + 50)
     org_id = uuid.UUID(t.org_id)
     ids = [uuid.uuid4() for _ in people]
     async with sessions() as session:
@@ -111,7 +112,7 @@ async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
     coordinator = Coordinator(settings=settings, registry=registry, queues={})
     async with sessions() as session, write_transaction(session):  # handed on; the jobs never enqueued
         batches = await bulk.hand_off(coordinator, session, ids)
-    assert [len(b.attempt_ids) for b in batches] == [100, 50]
+    assert [len(b.attempt_ids) for b in batches] == [SEND_BATCH, 50]
     async with sessions() as session:
         keys = set(await session.scalars(select(Attempt.job_key).where(Attempt.message_id.in_(ids))))
         assert keys == {b.key for b in batches}

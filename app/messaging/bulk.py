@@ -199,9 +199,9 @@ async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcom
     (a repeated event) changes nothing."""
     by_id = {UUID(o["attempt_id"]): o for o in outcomes}
     async with write_transaction(session):
-        open_attempts = list(
-            await session.scalars(
-                select(Attempt)
+        open_attempts = list(  # plain rows: no ORM objects for a batch (docs/performance.md)
+            await session.execute(
+                select(Attempt.id, Attempt.message_id, Attempt.organization_id, Attempt.service)
                 .where(Attempt.id.in_(list(by_id)), Attempt.outcome == AttemptOutcome.PENDING)
                 .with_for_update()
             )
@@ -235,7 +235,7 @@ async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcom
                 )
                 .execution_options(synchronize_session=False)
             )
-        groups: dict[tuple[UUID, str], list[Attempt]] = defaultdict(list)
+        groups: dict[tuple[UUID, str], list[Any]] = defaultdict(list)
         for a in sent:
             groups[(a.organization_id, a.service)].append(a)
         for (org_id, service), group in groups.items():

@@ -25,7 +25,6 @@ from uuid import UUID
 from saq import Job, Status
 from sqlalchemy import exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import noload
 
 from app import metrics
 from app.clock import utcnow
@@ -39,7 +38,7 @@ from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.messaging.usable import plugin_here
 from app.plugins.base import ContactInfo, OutgoingMessage, Plugin, PluginError
 from app.queues import BLAST_QUEUE, EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
-from app.servicehost.ratelimit import SCHEDULE_AHEAD, SCHEDULE_SLACK, SendLimiter
+from app.servicehost.ratelimit import SCHEDULE_AHEAD, SCHEDULE_SLACK, SendLimiter, Turn, lane_width
 from app.servicehost.registry import PluginRegistry
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
@@ -67,16 +66,8 @@ class MessagingContext(JobContext):
 LOST_AFTER = timedelta(minutes=15)
 
 
-def _contact_info(contact: Contact) -> ContactInfo:
-    return ContactInfo(
-        id=contact.id,
-        title=contact.title,
-        first_name=contact.first_name,
-        surname=contact.surname,
-        phone=contact.phone,
-        email=contact.email,
-        telegram_chat_id=contact.telegram_chat_id,
-    )
+#: the contact's columns a plugin gets (:class:`ContactInfo`), besides its id
+_CONTACT_FIELDS = ("title", "first_name", "surname", "phone", "email", "telegram_chat_id")
 
 
 @dataclass
@@ -113,61 +104,57 @@ async def _credentials(ctx: MessagingContext, session: AsyncSession, organizatio
 async def _prepare(
     ctx: MessagingContext, session: AsyncSession, attempt_ids: list[UUID]
 ) -> tuple[list[_Send], dict[UUID, Event]]:
-    """The plugin calls of the pending attempts among ``attempt_ids`` (read in a few queries whatever their
-    number), and the events of those that cannot be sent. Attempts no longer pending are left out."""
-    attempts = list(
-        await session.scalars(
-            select(Attempt).where(Attempt.id.in_(attempt_ids), Attempt.outcome == AttemptOutcome.PENDING)
+    """The plugin calls of the pending attempts among ``attempt_ids`` (read in one query whatever their
+    number: plain columns, no ORM objects — a batch's reads were a tenth of a worker's time in UUID
+    and instance building), and the events of those that cannot be sent. Attempts no longer pending are
+    left out."""
+    rows = await session.execute(
+        select(
+            Attempt.id,
+            Attempt.service,
+            Message.id.label("message_id"),
+            Message.organization_id,
+            Message.content,
+            Message.blast_id,
+            Contact.id.label("contact_id"),
+            *(getattr(Contact, field) for field in _CONTACT_FIELDS),
+            Organization.name.label("organization_name"),
         )
+        .select_from(Attempt)
+        .outerjoin(Message, Message.id == Attempt.message_id)
+        .outerjoin(Contact, Contact.id == Message.contact_id)
+        .outerjoin(Organization, Organization.id == Message.organization_id)
+        .where(Attempt.id.in_(attempt_ids), Attempt.outcome == AttemptOutcome.PENDING)
     )
-    messages = {
-        m.id: m for m in await session.scalars(select(Message).where(Message.id.in_({a.message_id for a in attempts})))
-    }
-    contacts = {
-        c.id: c
-        for c in await session.scalars(
-            select(Contact)
-            .where(Contact.id.in_({m.contact_id for m in messages.values()}))
-            .options(noload(Contact.categories))
-        )
-    }
-    orgs = {
-        o.id: o
-        for o in await session.scalars(
-            select(Organization).where(Organization.id.in_({m.organization_id for m in messages.values()}))
-        )
-    }
     known: dict[tuple[UUID, str], Any] = {}
     sends: list[_Send] = []
     events: dict[UUID, Event] = {}
-    for attempt in attempts:
-        message = messages.get(attempt.message_id)
-        contact = contacts.get(message.contact_id) if message else None
-        if message is None or contact is None:
-            events[attempt.id] = {"outcome": "failed", "reason": "message or contact no longer exists"}
+    for row in rows:
+        if row.message_id is None or row.contact_id is None:
+            events[row.id] = {"outcome": "failed", "reason": "message or contact no longer exists"}
             continue
-        plugin = plugin_here(ctx["registry"], attempt.service)
+        plugin = plugin_here(ctx["registry"], row.service)
         if isinstance(plugin, str):
-            events[attempt.id] = {"outcome": "failed", "reason": plugin}
+            events[row.id] = {"outcome": "failed", "reason": plugin}
             continue
-        pair = (message.organization_id, attempt.service)
+        pair = (row.organization_id, row.service)
         if pair not in known:
             known[pair] = await _credentials(ctx, session, *pair)
         credentials = known[pair]
         if isinstance(credentials, dict) and credentials.get("outcome") == "failed":
-            events[attempt.id] = credentials
+            events[row.id] = credentials
             continue
-        info = plugin.info
-        org = orgs.get(message.organization_id)
+        contact = ContactInfo(id=row.contact_id, **{field: getattr(row, field) for field in _CONTACT_FIELDS})
         outgoing = OutgoingMessage(
-            id=message.id,
-            organization_id=message.organization_id,
-            content=message.content,
-            contact=_contact_info(contact),
-            subject=f"Message from {org.name}" if org else "Message",
+            id=row.message_id,
+            organization_id=row.organization_id,
+            content=row.content,
+            contact=contact,
+            subject=f"Message from {row.organization_name}" if row.organization_name else "Message",
         )
-        address = getattr(contact, info.address_field) if info.address_field else None
-        sends.append(_Send(attempt.id, attempt.service, plugin, outgoing, address, credentials, message.blast_id))
+        field = plugin.info.address_field
+        address = getattr(contact, field) if field else None
+        sends.append(_Send(row.id, row.service, plugin, outgoing, address, credentials, row.blast_id))
     return sends, events
 
 
@@ -189,10 +176,11 @@ async def _call(send: _Send, seconds: float) -> Event:
     return {"outcome": "sent", "provider_message_id": provider_id.strip()}
 
 
-async def before_send(ctx: MessagingContext, send: _Send) -> None:
-    """Right before each plugin call of a ``send_batch`` job: its turn under the service's rate (shared by
-    every worker in Redis), slept for; the batch's heartbeat keeps beating meanwhile."""
-    await ctx["limiter"].acquire(send.service, send.outgoing.organization_id, 1)
+async def before_send(ctx: MessagingContext, send: _Send, until: float) -> Turn:
+    """Right before each plugin call of a ``send_batch`` job: its turn in the lane of blast traffic under the
+    service's rate (shared by every worker in Redis, behind single messages), slept for; not ``reserved``
+    when it could not be had by ``until`` (epoch seconds). The batch's heartbeat keeps beating meanwhile."""
+    return await ctx["limiter"].blast_turn(send.service, send.outgoing.organization_id, until)
 
 
 async def _when_reachable(read: Callable[[], Awaitable[T]], attempts: int) -> T:
@@ -300,17 +288,36 @@ def is_deferred(result: Any) -> bool:
 
 
 async def requeue_deferred(ctx: MessagingContext) -> None:
-    """SAQ's ``after_process`` of the send workers: a job that deferred itself (its turn under the
-    service's rate was further than ``rate_max_wait``) is enqueued again under the same key, holding
-    its turn, scheduled a couple of seconds before it (SAQ schedules by the second). Each send defers at most once
-    (unless it comes back late). If this process dies before that, the sweep re-enqueues it."""
+    """SAQ's ``after_process`` of the send and blast workers: a job that deferred itself is enqueued again
+    under the same key (:func:`again`). If this process dies before that, the sweep re-enqueues it."""
     job = ctx.get("job")
     if job is None or job.status != Status.COMPLETE or not is_deferred(job.result):
         return
-    turn_at = float(job.result["turn_at"])
-    again = Job(
+    try:
+        await job.get_queue().enqueue(again(job))
+    except Exception as exc:
+        log.warning("deferred send not re-enqueued; the sweep will", job=job.key, error=repr(exc))
+
+
+def again(job: Job) -> Job:
+    """The job that follows one that deferred itself, same key, scheduled a couple of seconds before its
+    ``turn_at`` (SAQ schedules by the second). A ``send_message`` job gave its rate-limited turn back
+    (further than ``rate_max_wait``) and holds it: it defers at most once (unless it comes back late). A
+    ``send_batch`` job could not have its lane's next turn soon enough (or before its own timeout): it
+    goes on with the attempts it did not send, carrying the outcomes so far (``earlier``: the sweep can
+    report them again whatever becomes of the job) and its ``deferrals`` (in the key of its outcomes' event)."""
+    result = job.result
+    turn_at = float(result["turn_at"])
+    kwargs = dict(job.kwargs or {})
+    if "remaining" in result:
+        kwargs.update(
+            attempt_ids=result["remaining"], earlier=result["outcomes"], deferrals=kwargs.get("deferrals", 0) + 1
+        )
+    else:
+        kwargs["turn_at"] = turn_at
+    return Job(
         function=job.function,
-        kwargs={**(job.kwargs or {}), "turn_at": turn_at},
+        kwargs=kwargs,
         key=job.key,
         timeout=job.timeout,
         heartbeat=job.heartbeat,
@@ -318,10 +325,6 @@ async def requeue_deferred(ctx: MessagingContext) -> None:
         ttl=job.ttl,
         scheduled=max(int(turn_at) - SCHEDULE_AHEAD, int(time.time()) + 1),
     )
-    try:
-        await job.get_queue().enqueue(again)
-    except Exception as exc:
-        log.warning("deferred send not re-enqueued; the sweep will", job=job.key, error=repr(exc))
 
 
 def _since(job: Job, started_at: datetime) -> datetime:
@@ -331,16 +334,29 @@ def _since(job: Job, started_at: datetime) -> datetime:
     return max(started_at, datetime.fromtimestamp(ms / 1000, UTC)) if ms else started_at
 
 
-async def send_batch(ctx: MessagingContext, *, attempt_ids: list[str]) -> list[Event]:
+async def send_batch(
+    ctx: MessagingContext, *, attempt_ids: list[str], earlier: list[Event] | None = None, deferrals: int = 0
+) -> list[Event] | dict[str, Any]:
     """Blast traffic: the pending attempts of one batch (one organization, one service), sent a few at a time
-    (:data:`SEND_CONCURRENCY`), their outcomes reported in one ``apply_outcomes`` event. The outcomes are
-    also the job's result: the sweep reports them again if that event got lost. The plugins of a cancelled
-    blast are not called: each attempt is reported failed ``cancelled``."""
+    (:data:`SEND_CONCURRENCY`, fewer under a slow rate: :func:`lane_width`), their outcomes reported in one
+    ``apply_outcomes`` event. The outcomes are also the job's result: the sweep reports them again if that
+    event got lost. The plugins of a cancelled blast are not called: each attempt is reported failed
+    ``cancelled``.
+
+    Under a service's rate each send takes its turn in the lane of blast traffic (:func:`before_send`). A
+    turn that does not come within ``rate_max_wait``, or before the job's own timeout nears, ends the
+    batch early: it reports what it sent and defers the rest (``requeue_deferred``: the same key, scheduled
+    for when the lane frees, ``earlier`` carrying the outcomes so far, ``deferrals`` counting them),
+    so that a slow rate holds no worker and outlasts no timeout."""
     job = ctx.get("job")
     beat = None
     if job is not None and job.heartbeat:
         beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
     coordinator = ctx["coordinator"]
+    settings = ctx["settings"].worker
+    # no send starts after this: the ones in flight end and the outcomes are reported within the timeout
+    stop_by = time.time() + (job.timeout if job is not None and job.timeout else 86400) - settings.send_timeout - 20
+    free_at: list[float] = []  # when the lane frees, once a send could not have its turn
     try:
         ids = [UUID(a) for a in attempt_ids]
 
@@ -355,22 +371,33 @@ async def send_batch(ctx: MessagingContext, *, attempt_ids: list[str]) -> list[E
             if send.blast_id in stopped:  # apply_outcomes fails the message "cancelled" (Coordinator.plan)
                 events[send.attempt_id] = {"outcome": "failed", "reason": "cancelled"}
         sends = [s for s in sends if s.attempt_id not in events]
-        timeout = ctx["settings"].worker.send_timeout
-        gate = asyncio.Semaphore(SEND_CONCURRENCY)
+        rate = await ctx["limiter"].rate(sends[0].service, sends[0].outgoing.organization_id) if sends else None
+        gate = asyncio.Semaphore(lane_width(rate, settings.rate_max_wait, SEND_CONCURRENCY))
 
         async def one(send: _Send) -> None:
             async with gate:
-                await before_send(ctx, send)
-                events[send.attempt_id] = await _call(send, timeout)
+                if free_at:  # the batch is deferred: no more sends
+                    return
+                turn = await before_send(ctx, send, min(stop_by, time.time() + settings.rate_max_wait))
+                if not turn.reserved:
+                    free_at.append(time.time() + turn.wait)
+                    return
+                events[send.attempt_id] = await _call(send, settings.send_timeout)
 
         await asyncio.gather(*(one(s) for s in sends))
     finally:
         if beat is not None:
             beat.cancel()
     outcomes = [{"attempt_id": str(a), **e} for a, e in events.items()]
+    key = job.key if job is not None else attempt_ids[0]
     if outcomes:
-        await bulk.report_outcomes(coordinator, job.key if job is not None else attempt_ids[0], outcomes)
-    return outcomes
+        await bulk.report_outcomes(coordinator, f"{key}:{deferrals}" if deferrals else key, outcomes)
+    done = [*(earlier or []), *outcomes]
+    remaining = [str(s.attempt_id) for s in sends if s.attempt_id not in events]
+    if remaining:
+        log.info("batch deferred for its send rate", job=key, sent=len(outcomes), remaining=len(remaining))
+        return {"outcome": "deferred", "turn_at": min(free_at), "outcomes": done, "remaining": remaining}
+    return done
 
 
 async def apply_outcomes(ctx: MessagingContext, *, outcomes: list[Event]) -> None:
@@ -494,7 +521,9 @@ async def sweep(ctx: MessagingContext) -> dict[str, int]:
 async def _recover_batch(
     ctx: MessagingContext, key: str, attempts: list[Attempt], now: Any, counts: dict[str, int]
 ) -> None:
-    """The sweep for the stale attempts of one ``send_batch`` job (as for a ``send_message`` job)."""
+    """The sweep for the stale attempts of one ``send_batch`` job (as for a ``send_message`` job). What the
+    job knows it did (its result, and the outcomes a deferred job carries) is reported again first: an
+    attempt with an outcome is never sent again nor taken for lost."""
     coordinator = ctx["coordinator"]
     queue = ctx["queues"][BLAST_QUEUE]
     job = await queue.job(key)
@@ -502,22 +531,35 @@ async def _recover_batch(
         batch = bulk.Batch(key, attempts[0].organization_id, attempts[0].service, [a.id for a in attempts])
         await bulk.enqueue_batches(coordinator, [batch])
         counts["requeued"] += len(attempts)
-    elif isinstance(job.result, list) and job.status in (Status.COMPLETE, Status.ABORTED):  # the event got lost
-        await bulk.report_outcomes(coordinator, key, job.result)
-        counts["replayed"] += len(attempts)
-    elif job.status in (Status.FAILED, Status.ABORTED) or (
-        job.status in (Status.QUEUED, Status.ACTIVE) and min(a.started_at for a in attempts) < now - LOST_AFTER
+        return
+    known: list[Event] = list((job.kwargs or {}).get("earlier") or [])
+    if isinstance(job.result, list) and job.status in (Status.COMPLETE, Status.ABORTED):
+        known = job.result  # it ran to its end (its outcomes include the earlier ones): the event got lost
+    elif job.status == Status.COMPLETE and is_deferred(job.result):
+        known = job.result["outcomes"]  # its re-enqueue got lost with its process: enqueued again
+        await queue.enqueue(again(job))
+        counts["requeued"] += len(job.result["remaining"])
+    if known:
+        await bulk.report_outcomes(coordinator, key, known)
+        counts["replayed"] += len(known)
+    reported = {o["attempt_id"] for o in known}
+    if job.status in (Status.FAILED, Status.ABORTED) or (
+        job.status in (Status.QUEUED, Status.ACTIVE)
+        and _since(job, min(a.started_at for a in attempts)) < now - LOST_AFTER
     ):
         if job.status in (Status.QUEUED, Status.ACTIVE):
             await queue.abort(job, "given up by the sweep")
         reason = f"worker_lost: the send job ended {job.status.value} ({job.error or 'no error'})"
+        lost = [a for a in attempts if str(a.id) not in reported]
+        if not lost:
+            return
         async with ctx["sessions"]() as session:
             await bulk.apply_outcomes(
                 coordinator,
                 session,
-                [{"attempt_id": str(a.id), "outcome": "failed", "reason": reason} for a in attempts],
+                [{"attempt_id": str(a.id), "outcome": "failed", "reason": reason} for a in lost],
             )
-        counts["lost"] += len(attempts)
+        counts["lost"] += len(lost)
 
 
 async def roll_up_stats(ctx: MessagingContext) -> dict[str, int]:

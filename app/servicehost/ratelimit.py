@@ -9,14 +9,16 @@ reservations: one Redis key per (service, organization) holds the moment the nex
 Lua script (Redis 6.2 commands only: ``TIME``, ``GET``, ``SET … PX``) gives each caller the moment of its
 turn and moves it on by ``count / rate`` seconds. Sends are spaced evenly (a rate of 5 is one send every
 200 ms: no one-second window ever holds more than 5, give or take the one at its edge), in the order
-they asked (first come, first served), and Redis' own clock decides for every process. Nobody polls: a
-caller sleeps once, until its turn.
+they asked (first come, first served), and Redis' own clock decides for every process. Nobody busy-waits:
+a single send sleeps once, until its turn; a blast send sleeps until its lane's next turn is near.
 
-- :meth:`SendLimiter.acquire` waits for its turn, however long, and returns the seconds it waited;
 - :meth:`SendLimiter.turn` reserves a turn and answers its moment; the send job sleeps until a near
   one, and re-schedules itself (holding the turn) to a far one instead of holding a worker;
 - :meth:`SendLimiter.reserve` with ``max_wait`` gives a turn only if it comes within ``max_wait``
-  seconds (else it reserves nothing).
+  seconds (else it reserves nothing);
+- :meth:`SendLimiter.blast_turn` is the blast traffic's lane: it books a turn only when it comes within
+  :func:`lane_ahead` of now (one process' blast sends take turns one at a time, in order), so a single
+  message, which books at once however far, waits behind at most that much blast traffic.
 
 When Redis cannot be reached the send goes ahead unpaced (logged): losing the pace for the length of
 an outage is better than losing the messages, and the queues live in that Redis anyway.
@@ -53,6 +55,8 @@ SCHEDULE_SLACK = SCHEDULE_AHEAD + 1.0
 #: a turn held by a job that comes back this late (seconds; its workers were busy) is taken anew:
 #: sending on a long-passed turn would bunch sends together
 LATE = 0.5
+#: seconds of blast turns booked ahead of now, at least (see :func:`lane_ahead`)
+LANE_AHEAD = 0.1
 
 # KEYS[1]: the moment (ms since the epoch, Redis' clock) the next send may go
 # ARGV: the interval between sends (ms), count, max_wait (ms; negative: unbounded)
@@ -73,6 +77,22 @@ local after = at + count * interval
 redis.call('SET', KEYS[1], string.format('%.3f', after), 'PX', math.ceil(after - now) + 1000)
 return {1, math.floor(wait * 1000)}
 """
+
+
+def lane_ahead(rate: float) -> float:
+    """How far ahead (seconds) blast traffic books turns: one interval at least, so that the rate is kept
+    (the next turn is booked while the previous one is slept for), and :data:`LANE_AHEAD` at high rates,
+    so that a Redis round trip never leaves a turn unused. A single message waits behind no more."""
+    return max(LANE_AHEAD, 1.0 / max(rate, MIN_RATE))
+
+
+def lane_width(rate: float | None, max_wait: float, most: int) -> int:
+    """How many sends of one batch wait in the lane at once: as many as the rate serves in half of
+    ``max_wait`` (one at least, ``most`` at most), so that a batch alone never waits past ``max_wait``
+    for its own turns; an unlimited service: ``most``."""
+    if rate is None:
+        return most
+    return max(1, min(most, int(rate * max_wait / 2)))
 
 
 def effective_rate(default: float | None, override: float | None) -> float | None:
@@ -101,6 +121,7 @@ class Pacer:
         self.redis = redis
         self.prefix = prefix
         self._script = redis.register_script(_RESERVE)
+        self._lanes: dict[str, asyncio.Lock] = {}
 
     @staticmethod
     def interval(rate: float) -> float:
@@ -121,11 +142,31 @@ class Pacer:
             return GO
         return Turn(bool(int(reserved)), int(wait_us) / 1_000_000)
 
+    async def lane(self, key: str, rate: float, until: float) -> Turn:
+        """A turn of the lane of blast traffic in bucket ``key``, slept for: booked only once it comes
+        within :func:`lane_ahead`, so that single messages (booked at once, however far: :meth:`reserve`)
+        go ahead of it. This process' lane waiters ask one at a time, in order (one Redis call per turn,
+        not one per waiter), each sleeping until the lane's next turn is near. A turn that cannot be
+        booked by ``until`` (epoch seconds) is not waited for: the answer is not ``reserved``, its
+        ``wait`` the seconds until the turns booked so far have passed (the caller re-schedules)."""
+        ahead = lane_ahead(rate)
+        async with self._lanes.setdefault(key, asyncio.Lock()):
+            while True:
+                turn = await self.reserve(key, rate, 1, max_wait=ahead)
+                if turn.reserved:
+                    break
+                if time.time() + turn.wait - ahead > until:
+                    return turn
+                await asyncio.sleep(turn.wait - ahead)
+        if turn.wait > 0:  # outside the lock: the next waiter books the turn after this one meanwhile
+            await asyncio.sleep(turn.wait)
+        return turn
+
 
 class SendLimiter:
     """The send rate of every (service, organization), for the jobs of one worker process.
 
-    ``await limiter.acquire(service, organization_id, count)`` waits until ``count`` sends may go.
+    Single messages take :meth:`turn`; blast traffic :meth:`blast_turn`, behind them.
     """
 
     def __init__(
@@ -182,18 +223,17 @@ class SendLimiter:
             return GO
         return await self.pacer.reserve(self.pacer.key(service, organization_id), rate, count, max_wait)
 
+    async def blast_turn(self, service: str, organization_id: UUID, until: float) -> Turn:
+        """A blast send's turn in the lane of blast traffic (:meth:`Pacer.lane`), slept for; an unlimited
+        service: :data:`GO`."""
+        rate = await self.rate(service, organization_id)
+        if rate is None:
+            return GO
+        return await self.pacer.lane(self.pacer.key(service, organization_id), rate, until)
+
     async def turn(self, service: str, organization_id: UUID, held: float | None = None) -> float:
         """The moment (epoch seconds) the next send may go: ``held``, a turn reserved earlier, while it
         has not long passed (:data:`LATE`), else a new one, reserved however far it is."""
         if held is not None and held >= time.time() - LATE:
             return held
         return time.time() + (await self.reserve(service, organization_id)).wait
-
-    async def acquire(self, service: str, organization_id: UUID, count: int = 1) -> float:
-        """Wait (sleeping, once) until ``count`` sends of ``service`` for the organization may go;
-        the seconds waited. ``count`` sends go at once, and the next turn comes ``count / rate`` seconds
-        later: a batch keeps the rate on average, but is a burst; one call per send keeps them even."""
-        turn = await self.reserve(service, organization_id, count)
-        if turn.wait > 0:
-            await asyncio.sleep(turn.wait)
-        return turn.wait

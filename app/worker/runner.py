@@ -139,6 +139,8 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
         QueueWorker(
             queues[BLAST_QUEUE],
             functions=[messaging_jobs.send_batch],
+            # a batch that could not have its turns under the service's rate soon goes on later (same key)
+            after_process=messaging_jobs.requeue_deferred,
             concurrency=max(2, concurrency // 2),
             **common,
         ),
