@@ -108,9 +108,10 @@ async def contact_page(
     params: dict[str, Any] = {_LIMIT: page.limit, _OFFSET: page.offset}
     if category_id is not None:
         params[_CATEGORY] = category_id
-    rows = (await repository.run(statement, params)).all()
+    rows = await repository.run(statement, params)
     if not rows:
-        return [], int((await repository.run(count, {k: v for k, v in params.items() if k == _CATEGORY})).scalar_one())
+        (total,) = (await repository.run(count, {k: v for k, v in params.items() if k == _CATEGORY}))[0]
+        return [], int(total)
     ids = _as_given if postgresql else _from_hex
     # positional: the columns come in the struct's field order (the fastest way to build a msgspec Struct)
     items = [schemas.Contact(*[*row[:_AT], ids(row[_AT]), *row[_AT + 1 : -1]]) for row in rows]

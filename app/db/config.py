@@ -28,7 +28,7 @@ from litestar.types import Message, Scope
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session, async_sessionmaker
 
 from app.config import BASE_DIR, Settings
 
@@ -184,6 +184,8 @@ async def closing_writes(session: AsyncSession) -> AsyncIterator[None]:
 REQUEST_INFO = "request"
 #: ``session.info`` key of a request's session in autocommit (see :func:`_reads_only`): the keys its info had then
 READS_ONLY = "reads_only"
+#: ``session.info`` key of the AUTOCOMMIT engine a reads-only session is bound to (see :func:`reads_only_engine`)
+AUTOCOMMIT_ENGINE = "autocommit_engine"
 
 
 def ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
@@ -235,11 +237,11 @@ class RequestSessionConfig(SQLAlchemyAsyncConfig):
             ping_when_idle(engine, self.ping_after)
         return engine
 
-    def _autocommit_engine(self, engine: AsyncEngine) -> Engine:
+    def _autocommit_engine(self, engine: AsyncEngine) -> AsyncEngine:
         """The engine's AUTOCOMMIT variant, made once (it shares the engine's pool)."""
         variant = getattr(self, "_autocommit", None)
         if variant is None or variant[0] is not engine:
-            variant = self._autocommit = (engine, engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT"))
+            variant = self._autocommit = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
         return variant[1]
 
     def provide_session(self, state: State, scope: Scope) -> AsyncSession:
@@ -250,10 +252,22 @@ class RequestSessionConfig(SQLAlchemyAsyncConfig):
         if fresh and _reads_only(scope):
             engine = self.get_engine()
             if engine.dialect.name != "sqlite":
-                session.sync_session.bind = self._autocommit_engine(engine)
+                autocommit = self._autocommit_engine(engine)
+                session.sync_session.bind = autocommit.sync_engine
+                session.info[AUTOCOMMIT_ENGINE] = autocommit
                 # what the session's info holds now: anything added later is a flag for after the commit
                 session.info[READS_ONLY] = frozenset(session.info) | {READS_ONLY}
         return session
+
+
+def reads_only_engine(session: AsyncSession | async_scoped_session[AsyncSession]) -> AsyncEngine | None:
+    """For a reads-only request's session (an API GET on PostgreSQL, autocommit) with nothing pending, its
+    AUTOCOMMIT engine: a statement may run on a connection of its own, checked out for that statement only
+    (nothing of the session is uncommitted; every statement sees its own snapshot anyway). Else None."""
+    engine: AsyncEngine | None = session.info.get(AUTOCOMMIT_ENGINE)
+    if engine is None or session.new or session.dirty or session.deleted:
+        return None
+    return engine
 
 
 def request_session(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
@@ -295,8 +309,11 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     if url.startswith("postgresql"):
         engine_config = EngineConfig(
             echo=settings.database.echo,
-            pool_size=settings.database.pool_size,
-            max_overflow=settings.database.pool_size,
+            # 2 × VOLUBLE_DATABASE_POOL_SIZE connections at most, as with as many again in overflow, but kept
+            # open: an overflow connection is closed when it comes back to a full pool, so a steady load above
+            # the pool size opened and closed one per request (TLS handshake, statements prepared again)
+            pool_size=2 * settings.database.pool_size,
+            max_overflow=0,
             pool_pre_ping=ping_after <= 0,
         )
     # keys of its own for each config: advanced-alchemy makes clashing keys unique by trying key_1, key_2…

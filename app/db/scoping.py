@@ -17,10 +17,11 @@ from uuid import UUID
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import ColumnElement, Result, Select, bindparam, exists, insert, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import Base
+from app.db.config import reads_only_engine
 
 ModelT = TypeVar("ModelT", bound=Base)
 #: the organization in :meth:`OrgScopedRepository.core_select`: a parameter only ``run`` fills in
@@ -93,11 +94,17 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
         column = table.c.organization_id
         return select(*columns).select_from(table).where(column == bindparam(ORGANIZATION_PARAM, required=True))
 
-    async def run(self, statement: Select[Any], params: dict[str, Any] | None = None) -> Result[Any]:
-        """Run a statement built on :meth:`core_select` (of this table or another org-scoped one) for this
-        organization, on the session's connection: Core rows, no ORM loading."""
+    async def run(self, statement: Select[Any], params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """The rows of a statement built on :meth:`core_select` (of this table or another org-scoped one) for
+        this organization: Core rows, no ORM loading. In a reads-only request (an API GET on PostgreSQL) on a
+        connection checked out for this statement alone, else on the session's."""
+        values = {**(params or {}), ORGANIZATION_PARAM: self.organization_id}
+        engine = reads_only_engine(self.session)
+        if engine is not None:
+            async with engine.connect() as connection:
+                return (await connection.execute(statement, values)).all()
         connection = await self.session.connection()
-        return await connection.execute(statement, {**(params or {}), ORGANIZATION_PARAM: self.organization_id})
+        return (await connection.execute(statement, values)).all()
 
     # The bulk operations of the base class build their own statements without ``self.statement``:
     # each is narrowed to this organization here, or refused.
