@@ -309,7 +309,7 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     if url.startswith("postgresql"):
         engine_config = EngineConfig(
             echo=settings.database.echo,
-            # 2 × VOLUBLE_DATABASE_POOL_SIZE connections at most, as with as many again in overflow, but kept
+            # twice VOLUBLE_DATABASE_POOL_SIZE connections at most, as with as many again in overflow, but kept
             # open: an overflow connection is closed when it comes back to a full pool, so a steady load above
             # the pool size opened and closed one per request (TLS handshake, statements prepared again)
             pool_size=2 * settings.database.pool_size,
