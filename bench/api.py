@@ -20,7 +20,7 @@ hundred requests a second); it runs in this process, beside both servers, on the
 writes ``DIR/<scenario>.txt`` (collapsed stacks), printing the heaviest frames.
 
 Default database: a fresh SQLite file; ``--database-url postgresql+asyncpg://…`` creates (and drops) a
-database ``voluble_bench_api`` on that server.
+database ``voluble_bench_api_<pid>`` on that server.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.pipeline import free_port, stop, wait_until  # noqa: E402
 
-DB_NAME = "voluble_bench_api"
+#: one per run: two benchmarks on the same server do not drop each other's database
+DB_NAME = f"voluble_bench_api_{os.getpid()}"
 SCENARIOS = {
     "list": ("GET", "/api/v1/contacts?limit=50"),
     "me": ("GET", "/api/v1/me"),
@@ -317,6 +318,8 @@ async def main_async(args: argparse.Namespace, tmp: Path) -> None:
             "VOLUBLE_VAR_DIR": str(tmp),
             "VOLUBLE_SECRET_KEY": "bench-" + "k" * 40,
             "VOLUBLE_LOG_LEVEL": "WARNING",
+            # a budget no run spends (1,200 a minute would 429 the second scenario): still counted in Redis
+            "VOLUBLE_API_RATE_LIMIT": str(10**9),
         }
         headers = {"Authorization": f"Bearer {token}"}
         voluble = serve("app.asgi:create_app", port, env, tmp / "voluble.log")

@@ -16,7 +16,7 @@ from litestar.params import Body, Parameter
 from litestar.response import Stream
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import changes
+from app.api.deps import Limit, Offset, changes
 from app.config import Settings
 from app.contacts import csvio, schemas
 from app.contacts.fields import FieldError, check_region
@@ -62,10 +62,15 @@ class ContactController(Controller):
 
     @get("", summary="List contacts (search with q, filter by category_id)")
     async def list_contacts(
-        self, contacts: ContactService, limit_offset: LimitOffset, q: Query = None, category_id: CategoryFilter = None
+        self,
+        contacts: ContactService,
+        limit: Limit = 50,
+        offset: Offset = 0,
+        q: Query = None,
+        category_id: CategoryFilter = None,
     ) -> OffsetPagination[schemas.Contact]:
-        items, total = await contacts.page(limit_offset, q=q, category_id=category_id)
-        return OffsetPagination(items=items, total=total, limit=limit_offset.limit, offset=limit_offset.offset)
+        items, total = await contacts.page(LimitOffset(limit, offset), q=q, category_id=category_id)
+        return OffsetPagination(items=items, total=total, limit=limit, offset=offset)
 
     @post("", summary="Create a contact", guards=[WRITE])
     async def create_contact(

@@ -4,7 +4,7 @@ Services are provided by ``app/tenants/deps.py`` (``org_service(Cls)``, ``servic
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from advanced_alchemy.filters import LimitOffset
@@ -24,8 +24,10 @@ def provide_principal(request: Request[Any, Any, Any]) -> Principal:
     return principal_of(request)
 
 
-def provide_limit_offset(
-    limit: int = Parameter(query="limit", ge=1, le=500, default=50, description="Page size (≤ 500)."),
-    offset: int = Parameter(query="offset", ge=0, le=2**31 - 1, default=0, description="Items to skip."),
-) -> LimitOffset:
+#: the page's query parameters, for a handler that takes them itself (one dependency fewer to resolve)
+Limit = Annotated[int, Parameter(query="limit", ge=1, le=500, description="Page size (≤ 500).")]
+Offset = Annotated[int, Parameter(query="offset", ge=0, le=2**31 - 1, description="Items to skip.")]
+
+
+def provide_limit_offset(limit: Limit = 50, offset: Offset = 0) -> LimitOffset:
     return LimitOffset(limit=limit, offset=offset)

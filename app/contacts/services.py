@@ -40,6 +40,7 @@ from app.contacts.fields import (
     normalise_phone,
     normalise_telegram_chat_id,
 )
+from app.contacts.listing import contact_page
 from app.contacts.models import Category, Contact, contact_category
 from app.db.scoping import OrgScopedRepository, OrgScopedService, references_own_row
 from app.errors import Conflict, FieldErrors, ValidationProblem
@@ -51,8 +52,6 @@ NEEDS_IDENTITY = "A contact needs a name, a phone number, an e-mail address or a
 AddressField = Literal["phone", "email", "telegram_chat_id"]
 MAX_QUERY_TERMS = 8
 _PHONE_NOISE = re.compile(r"[\s+\-().]")
-#: the columns of a contact as the API answers it (``category_ids`` aside), in :class:`schemas.Contact`'s order
-_ROW_FIELDS = tuple(f for f in schemas.Contact.__struct_fields__ if f != "category_ids")
 NEWEST: tuple[OrderBy, OrderBy] = (
     OrderBy(field_name="created_at", sort_order="desc"),
     OrderBy(field_name="id", sort_order="desc"),
@@ -354,42 +353,9 @@ class ContactService(OrgScopedService[Contact]):
     async def page(
         self, page: LimitOffset, *, q: str | None = None, category_id: UUID | None = None
     ) -> tuple[list[schemas.Contact], int]:
-        """:meth:`search` as the API answers it, without loading models: one query for the page's columns
-        with the total beside them (a scalar subquery), one for their categories. A page past the end
-        counts apart."""
-        session = self.repository.session
-        where = self.search_filters(q, category_id)
-        base = self.repository.statement.where(*where)
-        counted = base.with_only_columns(func.count(), maintain_column_froms=True)
-        total_column = counted.correlate(None).scalar_subquery()
-        columns = [Contact.__table__.c[name] for name in _ROW_FIELDS]
-        statement = (
-            base.with_only_columns(*columns, total_column.label("total"), maintain_column_froms=True)
-            .order_by(Contact.created_at.desc(), Contact.id.desc())
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-        rows = (await session.execute(statement)).all()
-        if not rows:
-            total = await session.scalar(base.with_only_columns(func.count(), maintain_column_froms=True))
-            return [], int(total or 0)
-        ids = [row[0] for row in rows]
-        memberships: dict[UUID, list[UUID]] = {i: [] for i in ids}
-        pairs = await session.execute(
-            select(contact_category.c.contact_id, contact_category.c.category_id).where(
-                contact_category.c.contact_id.in_(ids)
-            )
-        )
-        for contact_id, member_of in pairs.all():
-            memberships[contact_id].append(member_of)
-        items = [
-            schemas.Contact(
-                **dict(zip(_ROW_FIELDS, row[:-1], strict=True)),
-                category_ids=sorted(memberships[row[0]], key=str),
-            )
-            for row in rows
-        ]
-        return items, int(rows[0][-1])
+        """:meth:`search` as the API answers it, in one statement without loading models
+        (:mod:`app.contacts.listing`)."""
+        return await contact_page(self.repository, page, self.search_filters(q), category_id)
 
     async def find_by_address(self, field: AddressField, value: str) -> Contact | None:
         """The oldest contact with this address (normalised as on input), or None."""

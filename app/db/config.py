@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
@@ -20,13 +20,15 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
-from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
+from advanced_alchemy.extensions.litestar import async_autocommit_handler_maker as autocommit_handler_maker
+from advanced_alchemy.extensions.litestar._utils import delete_aa_scope_state, get_aa_scope_state
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.types import Scope
+from litestar.types import Message, Scope
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session, async_sessionmaker
 
 from app.config import BASE_DIR, Settings
 
@@ -180,6 +182,10 @@ async def closing_writes(session: AsyncSession) -> AsyncIterator[None]:
 
 #: ``session.info`` key of the request a session serves: ``(scope["user"], client IP)`` (read by ``app.audit``)
 REQUEST_INFO = "request"
+#: ``session.info`` key of a request's session in autocommit (see :func:`_reads_only`): the keys its info had then
+READS_ONLY = "reads_only"
+#: ``session.info`` key of the AUTOCOMMIT engine a reads-only session is bound to (see :func:`reads_only_engine`)
+AUTOCOMMIT_ENGINE = "autocommit_engine"
 
 
 def ping_when_idle(engine: AsyncEngine, seconds: float) -> None:
@@ -231,16 +237,69 @@ class RequestSessionConfig(SQLAlchemyAsyncConfig):
             ping_when_idle(engine, self.ping_after)
         return engine
 
+    def _autocommit_engine(self, engine: AsyncEngine) -> AsyncEngine:
+        """The engine's AUTOCOMMIT variant, made once (it shares the engine's pool)."""
+        variant = getattr(self, "_autocommit", None)
+        if variant is None or variant[0] is not engine:
+            variant = self._autocommit = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+        return variant[1]
+
     def provide_session(self, state: State, scope: Scope) -> AsyncSession:
         fresh = get_aa_scope_state(scope, self.session_scope_key) is None
         session = super().provide_session(state, scope)
+        client = scope.get("client")
+        session.info[REQUEST_INFO] = (scope.get("user"), client[0] if client else None)
         if fresh and _reads_only(scope):
             engine = self.get_engine()
             if engine.dialect.name != "sqlite":
-                session.sync_session.bind = engine.sync_engine.execution_options(isolation_level="AUTOCOMMIT")
-        client = scope.get("client")
-        session.info[REQUEST_INFO] = (scope.get("user"), client[0] if client else None)
+                autocommit = self._autocommit_engine(engine)
+                session.sync_session.bind = autocommit.sync_engine
+                session.info[AUTOCOMMIT_ENGINE] = autocommit
+                # what the session's info holds now: anything added later is a flag for after the commit
+                session.info[READS_ONLY] = frozenset(session.info) | {READS_ONLY}
         return session
+
+
+def reads_only_engine(session: AsyncSession | async_scoped_session[AsyncSession]) -> AsyncEngine | None:
+    """For a reads-only request's session (an API GET on PostgreSQL, autocommit) with nothing pending, its
+    AUTOCOMMIT engine: a statement may run on a connection of its own, checked out for that statement only
+    (nothing of the session is uncommitted; every statement sees its own snapshot anyway). Else None."""
+    engine: AsyncEngine | None = session.info.get(AUTOCOMMIT_ENGINE)
+    if engine is None or session.new or session.dirty or session.deleted:
+        return None
+    return engine
+
+
+def request_session(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
+    """The request's session, made on first use (the bearer authentication's token lookup, a handler's
+    ``db_session``, a service provider): one per request, closed when the answer starts."""
+    state = connection.app.state
+    config: RequestSessionConfig = state["sqlalchemy_config"]
+    return config.provide_session(state, connection.scope)
+
+
+def _commit_or_close(session_scope_key: str) -> Callable[[Message, Scope], Awaitable[None]]:
+    """advanced-alchemy's "autocommit" ``before_send`` handler (commit on 2xx, else roll back, then close),
+    except for a session in autocommit (an API GET on PostgreSQL, :func:`_reads_only`) with nothing pending
+    (no new, changed or deleted object, nothing flagged in ``session.info``): every statement is committed
+    already, so it is closed (its connection returned to the pool) without the commit's bookkeeping."""
+    autocommit = autocommit_handler_maker(session_scope_key=session_scope_key)
+
+    async def handler(message: Message, scope: Scope) -> None:
+        session: AsyncSession | None = get_aa_scope_state(scope, session_scope_key)
+        if (
+            session is not None
+            and message["type"] == "http.response.start"
+            and READS_ONLY in session.info
+            and session.info.keys() <= session.info[READS_ONLY]
+            and not (session.new or session.dirty or session.deleted)
+        ):
+            await session.close()
+            delete_aa_scope_state(scope, session_scope_key)
+            return
+        await autocommit(message, scope)
+
+    return handler
 
 
 def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
@@ -250,8 +309,11 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
     if url.startswith("postgresql"):
         engine_config = EngineConfig(
             echo=settings.database.echo,
-            pool_size=settings.database.pool_size,
-            max_overflow=settings.database.pool_size,
+            # twice VOLUBLE_DATABASE_POOL_SIZE connections at most, as with as many again in overflow, but kept
+            # open: an overflow connection is closed when it comes back to a full pool, so a steady load above
+            # the pool size opened and closed one per request (TLS handshake, statements prepared again)
+            pool_size=2 * settings.database.pool_size,
+            max_overflow=0,
             pool_pre_ping=ping_after <= 0,
         )
     # keys of its own for each config: advanced-alchemy makes clashing keys unique by trying key_1, key_2…
@@ -265,7 +327,7 @@ def make_sqlalchemy_config(settings: Settings) -> SQLAlchemyAsyncConfig:
         session_maker_app_state_key=f"session_maker_class_{own}",
         engine_config=engine_config,
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        before_send_handler="autocommit",
+        before_send_handler=_commit_or_close(f"_sqlalchemy_db_session_{own}"),
         alembic_config=AlembicAsyncConfig(
             script_location=str(BASE_DIR / "migrations"),
             version_table_name="alembic_version",

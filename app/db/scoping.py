@@ -9,6 +9,7 @@ domain that owns it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -16,12 +17,22 @@ from uuid import UUID
 from advanced_alchemy.exceptions import NotFoundError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from sqlalchemy import exists, insert, select
+from sqlalchemy import ColumnElement, Row, Select, bindparam, exists, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import Base
+from app.db.config import reads_only_engine
 
 ModelT = TypeVar("ModelT", bound=Base)
+#: the organization in :meth:`OrgScopedRepository.core_select`: a parameter only ``run`` fills in
+ORGANIZATION_PARAM = "scoped_organization_id"
+
+
+@functools.lru_cache(maxsize=4096)
+def _org_statement(model: type[Base], organization_id: UUID) -> Select[Any]:
+    """``SELECT model WHERE organization_id = …``, made once per (model, organization) and shared: statements
+    are immutable, and building the comparison costs more than the rest of a repository (one per request)."""
+    return select(model).where(model.organization_id == organization_id)  # type: ignore[attr-defined]
 
 
 class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
@@ -34,10 +45,12 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
         if organization_id is None:  # pragma: no cover - a programming error, never user input
             raise ValueError("an organization-scoped repository needs an organization_id")
         self.organization_id = organization_id
-        column = self.model_type.organization_id  # type: ignore[attr-defined]
         # The services pass ``statement=None`` explicitly, so never rely on ``setdefault`` here.
         base = kwargs.get("statement")
-        kwargs["statement"] = (select(self.model_type) if base is None else base).where(column == organization_id)
+        if base is None:
+            kwargs["statement"] = _org_statement(self.model_type, organization_id)
+        else:
+            kwargs["statement"] = base.where(self.model_type.organization_id == organization_id)  # type: ignore[attr-defined]
         super().__init__(session=session, **kwargs)
 
     def _stamp(self, data: ModelT) -> ModelT:
@@ -66,6 +79,32 @@ class OrgScopedRepository(SQLAlchemyAsyncRepository[ModelT], Generic[ModelT]):
             stamped.append({**row, "organization_id": self.organization_id})
         if stamped:
             await self.session.execute(insert(self.model_type), stamped)
+
+    # Statements built once per process and run for many organizations (the API's hot reads): the
+    # organization is a required named parameter, which only ``run`` fills in, with its own organization.
+
+    @classmethod
+    def core_select(cls, *columns: ColumnElement[Any]) -> Select[Any]:
+        """A Core ``SELECT columns FROM <the model's table> WHERE organization_id = :scoped_organization_id``.
+
+        Build it once and keep it: SQLAlchemy keys its compiled form on the statement object (memoized),
+        so running the same object again skips building and the cache key. Run it with :meth:`run`; run any
+        other way it fails (the parameter has no value)."""
+        table = cls.model_type.__table__
+        column = table.c.organization_id
+        return select(*columns).select_from(table).where(column == bindparam(ORGANIZATION_PARAM, required=True))
+
+    async def run(self, statement: Select[Any], params: dict[str, Any] | None = None) -> Sequence[Row[Any]]:
+        """The rows of a statement built on :meth:`core_select` (of this table or another org-scoped one) for
+        this organization: Core rows, no ORM loading. In a reads-only request (an API GET on PostgreSQL) on a
+        connection checked out for this statement alone, else on the session's."""
+        values = {**(params or {}), ORGANIZATION_PARAM: self.organization_id}
+        engine = reads_only_engine(self.session)
+        if engine is not None:
+            async with engine.connect() as connection:
+                return (await connection.execute(statement, values)).all()
+        connection = await self.session.connection()
+        return (await connection.execute(statement, values)).all()
 
     # The bulk operations of the base class build their own statements without ``self.statement``:
     # each is narrowed to this organization here, or refused.

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import aware, utcnow
-from app.db.config import database_message
+from app.db.config import database_message, request_session
 from app.logging import get_logger
 from app.tenants.models import AccessToken, ApiClient, Organization, Role, User
 from app.tenants.principal import ROLE_SCOPES, Principal
@@ -75,12 +75,6 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         elif hit is None:
             hit = await _resolve(request_session(connection), token_hash)
         return AuthenticationResult(user=hit.principal, auth=hit.token_id)
-
-
-def request_session(connection: ASGIConnection[Any, Any, Any, Any]) -> AsyncSession:
-    """The request's session: the one the handler's ``db_session`` will be (closed when the answer is sent)."""
-    state = connection.app.state
-    return state["sqlalchemy_config"].provide_session(state, connection.scope)
 
 
 async def _resolve(session: AsyncSession, token_hash: str) -> Resolved:

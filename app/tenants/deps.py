@@ -16,9 +16,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar, get_type_hints
 from uuid import UUID
 
+from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import Provide
+from litestar.exceptions import NotAuthorizedException
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.config import request_session
 from app.errors import Forbidden, ValidationProblem
 from app.tenants.principal import Principal
 
@@ -83,26 +87,38 @@ def _provider(cls: type[S], head: list[inspect.Parameter], build: Callable[..., 
     return Provide(provide, sync_to_thread=False)
 
 
-_SESSION = inspect.Parameter("db_session", inspect.Parameter.KEYWORD_ONLY, annotation=AsyncSession)
-_PRINCIPAL = inspect.Parameter("principal", inspect.Parameter.KEYWORD_ONLY, annotation=Principal)
+# The providers take the request, not the ``db_session`` and ``principal`` dependencies: the same session
+# and principal (request_session is what ``db_session`` provides, principal_of what ``principal`` does),
+# without two more dependencies to resolve, which Litestar resolves concurrently in a task group of their
+# own on every request (docs/performance.md).
+_REQUEST = inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The caller (set by the authentication middleware); 401 without one."""
+    user = connection.scope.get("user")
+    if not isinstance(user, Principal):
+        raise NotAuthorizedException("Authentication required.")
+    return user
 
 
 def org_service(cls: type[S], *, what: str = "This resource") -> Provide:
     """A provider of ``cls`` built for the caller's organization (a sysadmin: 403)."""
 
-    def build(*, db_session: AsyncSession, principal: Principal, **extras: Any) -> S:
-        return cls(session=db_session, organization_id=acting_organization(principal, what=what), **extras)  # type: ignore[call-arg]
+    def build(*, request: Request[Any, Any, Any], **extras: Any) -> S:
+        organization_id = acting_organization(principal_of(request), what=what)
+        return cls(session=request_session(request), organization_id=organization_id, **extras)  # type: ignore[call-arg]
 
-    return _provider(cls, [_SESSION, _PRINCIPAL], build)
+    return _provider(cls, [_REQUEST], build)
 
 
 def service(cls: type[S]) -> Provide:
     """A provider of a service that sees every organization (sysadmin pages, accounts, tokens)."""
 
-    def build(*, db_session: AsyncSession, **extras: Any) -> S:
-        return cls(session=db_session, **extras)  # type: ignore[call-arg]
+    def build(*, request: Request[Any, Any, Any], **extras: Any) -> S:
+        return cls(session=request_session(request), **extras)  # type: ignore[call-arg]
 
-    return _provider(cls, [_SESSION], build)
+    return _provider(cls, [_REQUEST], build)
 
 
 def scoped(cls: type[S], session: AsyncSession, organization_id: UUID, **extras: Any) -> S:

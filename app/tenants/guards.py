@@ -8,18 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
-from app.tenants.deps import NoOrganization
-from app.tenants.principal import Principal
-
-
-def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    user = connection.scope.get("user")
-    if not isinstance(user, Principal):
-        raise NotAuthorizedException("Authentication required.")
-    return user
+from app.tenants.deps import NoOrganization, principal_of
 
 
 async def requires_principal(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
