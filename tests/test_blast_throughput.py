@@ -7,10 +7,12 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from saq import Job, Status
 from sqlalchemy import func, insert, select
 
 from app.config import Settings
@@ -19,7 +21,7 @@ from app.messaging import bulk
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, CreditState, Message, MessageState
 from app.plugins.log import outbox_path
-from app.queues import SEND_BATCH
+from app.queues import BLAST_QUEUE, SEND_BATCH, make_queue
 from app.servicehost.registry import load_registry
 from tests.conftest import World
 from tests.helpers import start_worker, stop_process
@@ -83,11 +85,10 @@ async def test_single_messages_go_ahead_of_a_large_blast(
     assert done["stats"]["MSG_SENT"] == 2000
 
 
-async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
-    client: AsyncTestClient[Any], world: World, sessions: Any, settings: Settings
-) -> None:
-    t = await tenant(world)
-    people = await contacts(sessions, t, SEND_BATCH + 50)
+async def handed_off(sessions: Any, settings: Settings, t: Any, n: int) -> tuple[list[uuid.UUID], list[bulk.Batch]]:
+    """``n`` pending messages of ``t`` through ``[log]``, handed on in bulk (attempts pending, MSG_SENDING),
+    their ``send_batch`` jobs never enqueued."""
+    people = await contacts(sessions, t, n)
     org_id = uuid.UUID(t.org_id)
     ids = [uuid.uuid4() for _ in people]
     async with sessions() as session:
@@ -110,8 +111,27 @@ async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
     registry = load_registry(settings)
     await registry.check()
     coordinator = Coordinator(settings=settings, registry=registry, queues={})
-    async with sessions() as session, write_transaction(session):  # handed on; the jobs never enqueued
+    async with sessions() as session, write_transaction(session):
         batches = await bulk.hand_off(coordinator, session, ids)
+    return ids, batches
+
+
+async def wait_sent(sessions: Any, ids: list[uuid.UUID], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        async with sessions() as session:
+            states = list(await session.scalars(select(Message.state).where(Message.id.in_(ids))))
+        if set(states) == {"MSG_SENT"}:
+            return
+        assert time.monotonic() < deadline, states
+        await asyncio.sleep(0.25)
+
+
+async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
+    client: AsyncTestClient[Any], world: World, sessions: Any, settings: Settings
+) -> None:
+    t = await tenant(world)
+    ids, batches = await handed_off(sessions, settings, t, SEND_BATCH + 50)
     assert [len(b.attempt_ids) for b in batches] == [SEND_BATCH, 50]
     async with sessions() as session:
         keys = set(await session.scalars(select(Attempt.job_key).where(Attempt.message_id.in_(ids))))
@@ -119,14 +139,7 @@ async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
         assert set(await session.scalars(select(Message.state).where(Message.id.in_(ids)))) == {"MSG_SENDING"}
     worker = start_worker(settings)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            async with sessions() as session:
-                states = list(await session.scalars(select(Message.state).where(Message.id.in_(ids))))
-            if set(states) == {"MSG_SENT"}:
-                break
-            assert time.monotonic() < deadline, states
-            await asyncio.sleep(0.25)
+        await wait_sent(sessions, ids)
         await asyncio.sleep(2)  # a second sweep finds nothing more to send
     finally:
         stop_process(worker)
@@ -141,6 +154,60 @@ async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
             .where(Message.id.in_(ids))
         )
         assert {str(m): (p, a) for m, p, a in rows} == {str(i): (provider_ids[str(i)],) * 2 for i in ids}
+
+
+async def test_a_deferred_batch_whose_re_enqueue_was_lost_goes_on_and_sends_nothing_twice(
+    client: AsyncTestClient[Any], world: World, sessions: Any, settings: Settings
+) -> None:
+    """A ``send_batch`` job deferred itself under its send rate (5 sent, 15 left) and its process died
+    before enqueueing the rest: the sweep reports the 5 outcomes it carried and enqueues the same job for
+    the 15. Each message is sent once: the 5 keep the provider ids of their first run."""
+    t = await tenant(world)
+    ids, [batch] = await handed_off(sessions, settings, t, 20)
+    async with sessions() as session:  # long started: stale for the sweep
+        attempts = list(await session.scalars(select(Attempt).where(Attempt.message_id.in_(ids))))
+        for a in attempts:
+            a.started_at = a.started_at - timedelta(hours=1)
+        await session.commit()
+    first, rest = attempts[:5], attempts[5:]
+    outcomes = [{"attempt_id": str(a.id), "outcome": "sent", "provider_message_id": f"run1-{a.id}"} for a in first]
+    queue = make_queue(settings, BLAST_QUEUE)
+    try:
+        job = Job(
+            function="send_batch", kwargs={"attempt_ids": [str(a.id) for a in attempts]}, key=batch.key, queue=queue
+        )
+        deferred = {
+            "outcome": "deferred",
+            "turn_at": time.time(),
+            "outcomes": outcomes,
+            "remaining": [str(a.id) for a in rest],
+        }
+        await queue.update(job, status=Status.COMPLETE, result=deferred)
+        worker = start_worker(settings)
+        try:
+            await wait_sent(sessions, ids)
+            await asyncio.sleep(2)  # a second sweep finds nothing more to send
+        finally:
+            stop_process(worker)
+        again = await queue.job(batch.key)
+    finally:
+        await queue.disconnect()
+    assert again is not None and again.kwargs is not None
+    assert again.kwargs["deferrals"] == 1 and again.kwargs["attempt_ids"] == [str(a.id) for a in rest]
+    lines = [json.loads(line) for line in outbox_path(settings.var_dir).read_text().splitlines()]
+    logged = [line["message_id"] for line in lines if uuid.UUID(line["message_id"]) in set(ids)]
+    assert sorted(logged) == sorted(str(a.message_id) for a in rest)  # the 15, each once; never the 5 again
+    async with sessions() as session:
+        provider = dict(
+            (
+                await session.execute(
+                    select(Attempt.id, Attempt.provider_message_id).where(Attempt.message_id.in_(ids))
+                )
+            ).all()
+        )
+        assert len(list(await session.scalars(select(Attempt.id).where(Attempt.message_id.in_(ids))))) == 20
+    assert all(provider[a.id] == f"run1-{a.id}" for a in first)
+    assert all(provider[a.id] and not provider[a.id].startswith("run1-") for a in rest)
 
 
 async def test_moves_in_bulk_write_their_events_for_subscribed_organizations(
