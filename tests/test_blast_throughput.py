@@ -116,15 +116,21 @@ async def handed_off(sessions: Any, settings: Settings, t: Any, n: int) -> tuple
     return ids, batches
 
 
-async def wait_sent(sessions: Any, ids: list[uuid.UUID], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        async with sessions() as session:
-            states = list(await session.scalars(select(Message.state).where(Message.id.in_(ids))))
-        if set(states) == {"MSG_SENT"}:
-            return
-        assert time.monotonic() < deadline, states
-        await asyncio.sleep(0.25)
+async def sent_by_a_worker(settings: Settings, sessions: Any, ids: list[uuid.UUID], timeout: float = 60) -> None:
+    """A worker process runs until every one of ``ids`` is MSG_SENT, and a second sweep after that."""
+    worker = start_worker(settings)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            async with sessions() as session:
+                states = list(await session.scalars(select(Message.state).where(Message.id.in_(ids))))
+            if set(states) == {"MSG_SENT"}:
+                break
+            assert time.monotonic() < deadline, states
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(2)  # a second sweep finds nothing more to send
+    finally:
+        stop_process(worker)
 
 
 async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
@@ -137,12 +143,7 @@ async def test_a_batch_whose_job_was_lost_is_sent_by_the_sweep_once(
         keys = set(await session.scalars(select(Attempt.job_key).where(Attempt.message_id.in_(ids))))
         assert keys == {b.key for b in batches}
         assert set(await session.scalars(select(Message.state).where(Message.id.in_(ids)))) == {"MSG_SENDING"}
-    worker = start_worker(settings)
-    try:
-        await wait_sent(sessions, ids)
-        await asyncio.sleep(2)  # a second sweep finds nothing more to send
-    finally:
-        stop_process(worker)
+    await sent_by_a_worker(settings, sessions, ids)
     lines = [json.loads(line) for line in outbox_path(settings.var_dir).read_text().splitlines()]
     logged = [line["message_id"] for line in lines if uuid.UUID(line["message_id"]) in set(ids)]
     assert sorted(logged) == sorted(str(i) for i in ids)  # each once
@@ -183,12 +184,7 @@ async def test_a_deferred_batch_whose_re_enqueue_was_lost_goes_on_and_sends_noth
             "remaining": [str(a.id) for a in rest],
         }
         await queue.update(job, status=Status.COMPLETE, result=deferred)
-        worker = start_worker(settings)
-        try:
-            await wait_sent(sessions, ids)
-            await asyncio.sleep(2)  # a second sweep finds nothing more to send
-        finally:
-            stop_process(worker)
+        await sent_by_a_worker(settings, sessions, ids)
         again = await queue.job(batch.key)
     finally:
         await queue.disconnect()
