@@ -14,10 +14,12 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import func, insert, select
 
 from app.audit.models import AuditEntry
+from app.blasts.fanout import BATCH, WINDOW
 from app.blasts.models import Blast, BlastState
 from app.config import Settings
 from app.contacts.models import Category, Contact, contact_category
 from app.messaging.models import Message
+from app.queues import SEND_BATCH
 from app.tenants.models import Organization, Plan, Role
 from app.webhooks.models import WebhookEvent
 from tests.conftest import World
@@ -350,7 +352,8 @@ async def test_worker_killed_during_fan_out_loses_nothing_and_duplicates_nothing
     t = await tenant(world)
     chain = await setup_chain(client, t, ["log"])
     members = await category(sessions, t)
-    people = await contacts(sessions, t, 300, members)
+    audience = 3 * BATCH  # a step creates BATCH messages: the kill comes after the first of three steps
+    people = await contacts(sessions, t, audience, members)
     r = await post_blast(
         client, t, name="big", content="Hi {{ first_name }}", servicechain_id=chain, category_ids=[str(members)]
     )
@@ -364,13 +367,13 @@ async def test_worker_killed_during_fan_out_loses_nothing_and_duplicates_nothing
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         killed_at = len(await messages_of(sessions, blast_id))
-        assert 0 < killed_at < 300, killed_at
+        assert 0 < killed_at < audience, killed_at
         worker = start_worker(settings)
         # (on SQLite, writers right after the SIGKILL have been seen to wait out the 15 s busy timeout)
         deadline = time.monotonic() + 90
         while True:  # the fan-out resumes and hands every message on; none is created twice
             messages = await messages_of(sessions, blast_id)
-            if len(messages) == 300 and not any(m.state == "MSG_PENDING" for m in messages):
+            if len(messages) == audience and not any(m.state == "MSG_PENDING" for m in messages):
                 break
             assert time.monotonic() < deadline, f"{len(messages)} messages"
             await asyncio.sleep(0.25)
@@ -438,7 +441,9 @@ async def test_worker_killed_while_sending_loses_nothing_and_sends_nothing_twice
     t = await tenant(world)
     chain = await setup_chain(client, t, ["log"])
     members = await category(sessions, t)
-    people = await contacts(sessions, t, 1000, members)
+    # more than the blast keeps in flight (WINDOW): the kill comes while batches are still being sent
+    audience = 2 * WINDOW + SEND_BATCH
+    people = await contacts(sessions, t, audience, members)
     r = await post_blast(
         client, t, name="big", content="Hi {{ first_name }}", servicechain_id=chain, category_ids=[str(members)]
     )
@@ -452,12 +457,12 @@ async def test_worker_killed_while_sending_loses_nothing_and_sends_nothing_twice
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         at_kill = [m for m in await messages_of(sessions, blast_id) if m.state == "MSG_SENT"]
-        assert 0 < len(at_kill) < 1000, len(at_kill)
+        assert 0 < len(at_kill) < audience, len(at_kill)
         worker = start_worker(settings)
         deadline = time.monotonic() + 120
         while True:
             messages = await messages_of(sessions, blast_id)
-            if len(messages) == 1000 and all(m.state in ("MSG_SENT", "MSG_FAILED") for m in messages):
+            if len(messages) == audience and all(m.state in ("MSG_SENT", "MSG_FAILED") for m in messages):
                 break
             assert time.monotonic() < deadline, collections_of(messages)
             await asyncio.sleep(0.25)
