@@ -249,6 +249,8 @@ def up(n_workers: int) -> None:
     from app.logging import configure_logging
     from app.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 
+    # Ctrl-C works even when started with SIGINT ignored (a script's background job inherits SIG_IGN)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # under nohup, SIGHUP stays ignored
             signal.signal(signum, _raise_stop)
