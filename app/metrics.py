@@ -80,6 +80,16 @@ SWEEP_RECOVERIES = Counter(
     "attempt failed; dispatched: a pending message left behind or a scheduled one now due)",
     ["kind"],
 )
+GROUP_COMMITS = Counter(
+    "voluble_group_commit_transactions",
+    "Transactions of a group commit (accept: the web's accepted messages; sent: a worker's sent outcomes)",
+    ["writer"],
+)
+GROUP_COMMIT_ITEMS = Counter(
+    "voluble_group_commit_items",
+    "Items written by a group commit's transactions (divided by the transactions: the mean batch)",
+    ["writer"],
+)
 
 
 # -- the instrumented points ---------------------------------------------------------------------
@@ -98,6 +108,12 @@ def attempt_finished(service: str, outcome: object) -> None:
 def send_timer(service: str) -> AbstractContextManager[Any]:
     """``with metrics.send_timer(service):`` around a plugin's send: observes how long it took, whatever its end."""
     return SEND_DURATION.labels(service).time()
+
+
+def group_committed(writer: str, items: int) -> None:
+    """A group commit's transaction committed ``items`` write sets."""
+    GROUP_COMMITS.labels(writer).inc()
+    GROUP_COMMIT_ITEMS.labels(writer).inc(items)
 
 
 def receipt_applied(service: str, result: str) -> None:

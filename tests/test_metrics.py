@@ -239,6 +239,10 @@ async def test_counters_add_up_across_a_web_and_two_worker_processes(
     for queue in QUEUE_NAMES:
         assert ("voluble_queue_jobs", frozenset({("queue", queue), ("state", "active")})) in found
     assert value(found, "voluble_service_available", service="log") == 1
+    # accepted messages and sent outcomes went through the group commits (decision 0037), each item once
+    assert value(found, "voluble_group_commit_items_total", writer="accept") == N
+    assert value(found, "voluble_group_commit_items_total", writer="sent") == N
+    assert 1 <= value(found, "voluble_group_commit_transactions_total", writer="sent") <= N
     # the sum is of two worker processes, each of which did a part of the work
     sent_by = [_per_process(metrics_dir, w.pid, "voluble_send_duration_seconds_count", service="log") for w in workers]
     assert sum(sent_by) == N and all(sent_by), sent_by

@@ -128,9 +128,12 @@ async def test_worker_sigterm_lets_the_send_in_flight_finish(
         worker.send_signal(signal.SIGTERM)
         code, out = ended(worker, timeout=30)
         took = time.monotonic() - stopped_at
-        # the event it queued before exiting is applied by the next worker
+        # it recorded the outcome before exiting (or queued it as an event: then the next worker applies it)
         second = spawn(["workers", "run"], worker_env(slow))
         final = await wait_final(client, t, message_id, timeout=60)
+        hook_server.delay = 0.0
+        after = await send(client, t, final["contact_id"], final["servicechain_id"], "after")
+        assert (await wait_final(client, t, after["id"], timeout=60))["state"] == "MSG_SENT"  # the next one is up
         stopping = time.monotonic()
         second_code, second_out = ended_after_sigterm(second)
         idle_stop = time.monotonic() - stopping
@@ -142,7 +145,7 @@ async def test_worker_sigterm_lets_the_send_in_flight_finish(
     assert 1.5 < took < 15, took  # it waited for the webhook's answer, not for the whole grace period
     assert final["state"] == "MSG_SENT" and final["service"] == "webhook", final
     assert [a["outcome"] for a in final["attempts"]] == ["sent"], final  # finished, not cut and retried
-    assert len(hook_server.requests) == 1
+    assert len(hook_server.requests) == 2
     assert second_code == 0 and "Traceback" not in second_out, second_out[-3000:]
     assert idle_stop < 5, idle_stop  # an idle worker stops at once
 

@@ -4,10 +4,8 @@ the two databases' locking and errors: :func:`write_transaction`, :func:`is_busy
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -31,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session, async_sessionmaker
 
 from app.config import BASE_DIR, Settings
+from app.db import sqlite_lock
 
 
 @event.listens_for(Engine, "connect")
@@ -124,34 +123,35 @@ def is_connection_error(exc: BaseException) -> bool:
 async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
     """A transaction that will write, committed at the end (rolled back on an error).
 
-    On SQLite it starts with ``BEGIN IMMEDIATE``: it waits (``busy_timeout``) for the single write
-    lock *before* reading. A transaction that reads first and writes later cannot wait: if another
-    connection commits in between, SQLite refuses its first write at once with "database is locked"
-    (its snapshot is stale), and every later write of that transaction too. The session must not be
+    On SQLite it waits for its turn among the writers of every process (:mod:`app.db.sqlite_lock`), then
+    starts with ``BEGIN IMMEDIATE``: it holds the single write lock *before* reading. A transaction that
+    reads first and writes later cannot wait: if another connection commits in between, SQLite refuses
+    its first write at once with "database is locked" (its snapshot is stale), and every later write of
+    that transaction too. The session must not be
     inside a transaction already.
     """
     if session.in_transaction():  # pragma: no cover - a programming error
         raise RuntimeError("write_transaction() needs a session outside any transaction")
-    connection = await session.connection()
-    try:
-        if connection.dialect.name == "sqlite":
+    bind = session.get_bind()
+    if bind.dialect.name != "sqlite":
+        async with _committed(session):
+            yield
+        return
+    async with sqlite_lock.writer(bind.engine.url.database):
+        connection = await session.connection()
+        async with _committed(session):
             await connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield
+
+
+@asynccontextmanager
+async def _committed(session: AsyncSession) -> AsyncIterator[None]:
+    try:
         yield
     except BaseException:
         await session.rollback()
         raise
     await session.commit()
-
-
-_SQLITE_WRITERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-def _sqlite_writer_lock() -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    lock = _SQLITE_WRITERS.get(loop)
-    if lock is None:
-        lock = _SQLITE_WRITERS[loop] = asyncio.Lock()
-    return lock
 
 
 @asynccontextmanager
@@ -162,21 +162,15 @@ async def closing_writes(session: AsyncSession) -> AsyncIterator[None]:
 
     On PostgreSQL they run in the transaction that did the reads (no extra round trip). On SQLite, where
     the whole database has one write lock, the reads' transaction is ended first, then the writes take
-    that lock at once (``BEGIN IMMEDIATE``, see :func:`write_transaction`) behind this process's other
-    writers of this kind: they queue on an asyncio lock, woken the moment it is free, rather than in
-    SQLite's busy handler, which polls with sleeps of up to 100 ms.
+    that lock at once in their turn (:func:`write_transaction`, :mod:`app.db.sqlite_lock`).
     """
     if session.get_bind().dialect.name != "sqlite":
-        try:
+        async with _committed(session):
             yield
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
         return
     if session.in_transaction():
         await session.commit()  # nothing written yet: lets the read snapshot go (expire_on_commit is off)
-    async with _sqlite_writer_lock(), write_transaction(session):
+    async with write_transaction(session):
         yield
 
 

@@ -11,8 +11,9 @@ and their outcomes come back in one ``apply_outcomes`` job.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -25,6 +26,7 @@ from app import metrics
 from app.clock import utcnow
 from app.contacts.models import Contact
 from app.db.config import write_transaction
+from app.db.group_commit import group_commit
 from app.logging import get_logger
 from app.messaging import credits, state
 from app.messaging.coordinator import Coordinator, KnownCredentials
@@ -42,6 +44,9 @@ from app.tenants.deps import scoped
 from app.tenants.models import Organization
 
 log = get_logger(__name__)
+
+#: a send job's outcome: ``{"outcome": "sent", "provider_message_id"}`` or ``{"outcome": "failed", "reason"}``
+Event = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -197,63 +202,107 @@ async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcom
     then the failed ones go on to the next service of their chain through :func:`hand_off`. Each outcome is
     ``{"attempt_id", "outcome": "sent"|"failed", "provider_message_id" | "reason"}``; one already recorded
     (a repeated event) changes nothing."""
-    by_id = {UUID(o["attempt_id"]): o for o in outcomes}
     async with write_transaction(session):
-        open_attempts = list(  # plain rows: no ORM objects for a batch (docs/performance.md)
-            await session.execute(
-                select(Attempt.id, Attempt.message_id, Attempt.organization_id, Attempt.service)
-                .where(Attempt.id.in_(list(by_id)), Attempt.outcome == AttemptOutcome.PENDING)
-                .with_for_update()
-            )
-        )
-        now = utcnow()
-        sent = [a for a in open_attempts if by_id[a.id]["outcome"] == "sent"]
-        failed = [a for a in open_attempts if by_id[a.id]["outcome"] != "sent"]
-        if sent:
-            provider_ids = {a.id: str(by_id[a.id]["provider_message_id"]) for a in sent}
-            await session.execute(
-                update(Attempt)
-                .where(Attempt.id.in_(list(provider_ids)))
-                .values(
-                    outcome=AttemptOutcome.SENT,
-                    provider_message_id=_by_id(Attempt.id, provider_ids),
-                    finished_at=now,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        if failed:
-            reasons = {a.id: str(by_id[a.id].get("reason") or "failed")[:1000] for a in failed}
-            await session.execute(
-                update(Attempt)
-                .where(Attempt.id.in_(list(reasons)))
-                .values(
-                    outcome=AttemptOutcome.FAILED,
-                    error=_by_id(Attempt.id, reasons),
-                    finished_at=now,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        groups: dict[tuple[UUID, str], list[Any]] = defaultdict(list)
-        for a in sent:
-            groups[(a.organization_id, a.service)].append(a)
-        for (org_id, service), group in groups.items():
-            plugin = coordinator.registry.get(service)
-            accepted = MessageState(plugin.info.accepted_state) if plugin is not None else MessageState.SENT
-            provider_of = {a.message_id: str(by_id[a.id]["provider_message_id"]) for a in group}
-            moved = await state.move_many(
-                session,
-                list(provider_of),
-                accepted,
-                service=service,
-                provider_message_id=_by_id(Message.id, provider_of),
-                sent_at=now,
-            )
-            await credits.charge_many(session, org_id, moved)
-        retry = await hand_off(coordinator, session, [a.message_id for a in failed])
+        sent, failed, retry = await record_outcomes(coordinator, session, outcomes)
     for a in sent:  # committed: counted (app/metrics.py)
         metrics.attempt_finished(a.service, AttemptOutcome.SENT)
     for a in failed:
         metrics.attempt_finished(a.service, AttemptOutcome.FAILED)
     await enqueue_batches(coordinator, retry)
+
+
+async def record_outcomes(
+    coordinator: Coordinator, session: AsyncSession, outcomes: Sequence[dict[str, Any]]
+) -> tuple[list[Any], list[Any], list[Batch]]:
+    """The writes of :func:`apply_outcomes` in the caller's write transaction: the attempts recorded sent and
+    failed (plain rows: ``id``, ``message_id``, ``organization_id``, ``service``) and the batches of the failed
+    ones' next services, to enqueue once committed."""
+    by_id = {UUID(o["attempt_id"]): o for o in outcomes}
+    open_attempts = list(  # plain rows: no ORM objects for a batch (docs/performance.md)
+        await session.execute(
+            select(Attempt.id, Attempt.message_id, Attempt.organization_id, Attempt.service)
+            .where(Attempt.id.in_(list(by_id)), Attempt.outcome == AttemptOutcome.PENDING)
+            .with_for_update()
+        )
+    )
+    now = utcnow()
+    sent = [a for a in open_attempts if by_id[a.id]["outcome"] == "sent"]
+    failed = [a for a in open_attempts if by_id[a.id]["outcome"] != "sent"]
+    if sent:
+        provider_ids = {a.id: str(by_id[a.id]["provider_message_id"]) for a in sent}
+        await session.execute(
+            update(Attempt)
+            .where(Attempt.id.in_(list(provider_ids)))
+            .values(
+                outcome=AttemptOutcome.SENT,
+                provider_message_id=_by_id(Attempt.id, provider_ids),
+                finished_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    if failed:
+        reasons = {a.id: str(by_id[a.id].get("reason") or "failed")[:1000] for a in failed}
+        await session.execute(
+            update(Attempt)
+            .where(Attempt.id.in_(list(reasons)))
+            .values(
+                outcome=AttemptOutcome.FAILED,
+                error=_by_id(Attempt.id, reasons),
+                finished_at=now,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    groups: dict[tuple[UUID, str], list[Any]] = defaultdict(list)
+    for a in sent:
+        groups[(a.organization_id, a.service)].append(a)
+    for (org_id, service), group in groups.items():
+        plugin = coordinator.registry.get(service)
+        accepted = MessageState(plugin.info.accepted_state) if plugin is not None else MessageState.SENT
+        provider_of = {a.message_id: str(by_id[a.id]["provider_message_id"]) for a in group}
+        moved = await state.move_many(
+            session,
+            list(provider_of),
+            accepted,
+            service=service,
+            provider_message_id=_by_id(Message.id, provider_of),
+            sent_at=now,
+        )
+        await credits.charge_many(session, org_id, moved)
+    retry = await hand_off(coordinator, session, [a.message_id for a in failed])
+    return sent, failed, retry
+
+
+async def _write_sent(
+    coordinator: Coordinator, session: AsyncSession, outcomes: Sequence[dict[str, Any]]
+) -> list[str | None]:
+    sent, _, _ = await record_outcomes(coordinator, session, outcomes)
+    services = {str(a.id): a.service for a in sent}
+    return [services.get(o["attempt_id"]) for o in outcomes]
+
+
+async def record_sent(
+    coordinator: Coordinator, sessions: Callable[[], AsyncSession], attempt_id: str, event: Event
+) -> bool:
+    """A send job's sent outcome recorded in the worker itself, with the others of this process ready now
+    in one transaction (:mod:`app.db.group_commit`), rather than handed to the ``events`` queue: one job
+    and one transaction per message fewer. False when it was not (the database away, the batch failed):
+    the job then reports it as an event, as it reports failures (whose chain goes on there)."""
+    if event.get("outcome") != "sent":
+        return False
+    writer = group_commit(
+        "sent",
+        sessions,
+        sessions,
+        functools.partial(_write_sent, coordinator),
+        functools.partial(metrics.group_committed, "sent"),
+    )
+    try:
+        service = await writer.submit({"attempt_id": attempt_id, **event})
+    except Exception as exc:
+        log.warning("sent outcome not recorded here; reported as an event", attempt_id=attempt_id, error=repr(exc))
+        return False
+    if service is not None:  # committed: counted (app/metrics.py); None: recorded before (a repeated job)
+        metrics.attempt_finished(service, AttemptOutcome.SENT)
+    return True

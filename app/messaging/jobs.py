@@ -273,7 +273,7 @@ async def send_message(
             beat.cancel()
             # an update in flight lands before the job is finished (and re-enqueued, if it deferred itself)
             await asyncio.gather(beat, return_exceptions=True)
-    if event is not None:
+    if event is not None and not await bulk.record_sent(ctx["coordinator"], ctx["sessions"], attempt_id, event):
         try:
             await report(ctx, attempt_id, event)
         except Exception as exc:  # the send happened: never fail the job (a failed send job is a lost worker)

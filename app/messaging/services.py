@@ -12,7 +12,7 @@ import msgspec
 from advanced_alchemy.filters import LimitOffset, OrderBy
 from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import noload
 
 from app import metrics
@@ -23,7 +23,8 @@ from app.db.config import closing_writes
 from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, ValidationProblem
 from app.messaging import credits, templating
-from app.messaging.coordinator import Coordinator, pending_of
+from app.messaging.accepting import WriteSet, write_accepted
+from app.messaging.coordinator import Coordinator, Plan, pending_of
 from app.messaging.models import (
     Attempt,
     CreditState,
@@ -207,26 +208,17 @@ class MessageService(OrgScopedService[Message]):
         if coordinator is not None and send_at is None:  # the reads, before the write transaction
             plan = await coordinator.plan_for(self.session, message, contact)
         attempts: list[Attempt] = []
+        idempotency = (idempotency_key, digest or "") if idempotency_key else None
+        engine = self.session.bind
         try:
-            async with closing_writes(self.session):
-                self.session.add(message)
-                await self.session.flush()
-                if idempotency_key:
-                    self.session.add(
-                        IdempotencyKey(
-                            organization_id=self.organization_id,
-                            key=idempotency_key,
-                            request_hash=digest or "",
-                            message_id=message.id,
-                        )
-                    )
-                    await self.session.flush()
-                if plan is not None and plan.service is None:  # fails at once: reserved, then released
-                    await credits.reserve(self.session, self.organization_id)
-                if coordinator is not None and plan is not None:
-                    attempts = await coordinator.record(self.session, message, plan)
-                if plan is None or plan.service is not None:  # the organization's row: last, locked to the commit
-                    await credits.reserve(self.session, self.organization_id)
+            if plan is not None and isinstance(engine, AsyncEngine):  # sent at once: written with the others ready
+                if self.session.in_transaction():
+                    await self.session.commit()  # nothing written: ends the reads' snapshot, frees the connection
+                writes = WriteSet(message, plan, idempotency)
+                await write_accepted(engine, writes)
+                attempts = writes.attempts
+            else:
+                attempts = await self._write_alone(message, plan, idempotency, coordinator)
         except IntegrityError:  # the same key raced in from another request
             if idempotency_key:
                 existing = await self._replay(idempotency_key, digest or "")
@@ -237,6 +229,31 @@ class MessageService(OrgScopedService[Message]):
         if coordinator is not None and pending is not None:
             await coordinator.enqueue_send(pending.id)
         return message, contact, attempts
+
+    async def _write_alone(
+        self, message: Message, plan: Plan | None, idempotency: tuple[str, str] | None, coordinator: Coordinator | None
+    ) -> list[Attempt]:
+        """The writes of one accepted message in the request's own session (scheduled messages, and sessions
+        bound to a connection): one short transaction, the organization's row last."""
+        attempts: list[Attempt] = []
+        async with closing_writes(self.session):
+            self.session.add(message)
+            await self.session.flush()
+            if idempotency:
+                key, digest = idempotency
+                self.session.add(
+                    IdempotencyKey(
+                        organization_id=self.organization_id, key=key, request_hash=digest, message_id=message.id
+                    )
+                )
+                await self.session.flush()
+            if plan is not None and plan.service is None:  # fails at once: reserved, then released
+                await credits.reserve(self.session, self.organization_id)
+            if coordinator is not None and plan is not None:
+                attempts = await coordinator.record(self.session, message, plan)
+            if plan is None or plan.service is not None:  # the organization's row: last, locked to the commit
+                await credits.reserve(self.session, self.organization_id)
+        return attempts
 
     async def submit(
         self, data: Any, idempotency_key: str | None = None, *, coordinator: Coordinator

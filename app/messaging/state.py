@@ -4,8 +4,9 @@ Outgoing messages move only forward along PENDING → SENDING → SENT → DELIV
 DELIVERED_USER → READ → REPLIED; FAILED is reachable from PENDING and SENDING. Every transition
 is a conditional UPDATE (``WHERE state IN <allowed predecessors>``), so concurrent coordinators,
 late receipts and repeated events can never move a message backwards or twice. :func:`move` moves one
-message, :func:`move_many` a batch (blast traffic) by the same rule in one statement; both write the
-``message.state_changed`` webhook events of what they moved in the same transaction.
+message, :func:`move_many` (:func:`move_many_rows`) a batch (blast traffic, accepts written together) by
+the same rule in one statement; both write the ``message.state_changed`` webhook events of what they moved
+in the same transaction.
 """
 
 from __future__ import annotations
@@ -84,7 +85,15 @@ async def _emit_moved(session: AsyncSession, row: Any) -> bool:
 
 
 async def move_many(session: AsyncSession, message_ids: Sequence[UUID], new: MessageState, **values: Any) -> list[UUID]:
-    """:func:`move` for many messages in one conditional UPDATE; the ids of those that moved.
+    """:func:`move_many_rows`: the ids of those that moved."""
+    return [row["id"] for row in await move_many_rows(session, message_ids, new, **values)]
+
+
+async def move_many_rows(
+    session: AsyncSession, message_ids: Sequence[UUID], new: MessageState, **values: Any
+) -> list[Any]:
+    """:func:`move` for many messages in one conditional UPDATE; the columns of those that moved, as they
+    are after the move.
 
     The same rule as :func:`move` (batching changes how many rows a statement moves, not who may move them),
     and the same ``message.state_changed`` events, written in one multi-row INSERT (those no endpoint
@@ -102,7 +111,7 @@ async def move_many(session: AsyncSession, message_ids: Sequence[UUID], new: Mes
     )
     rows = list(result.mappings())
     await emit_many(session, "message.state_changed", [(row["organization_id"], row) for row in rows], message_payload)
-    return [row["id"] for row in rows]
+    return rows
 
 
 async def move_back_for_fallback(session: AsyncSession, message_id: UUID, provider_message_id: str) -> bool:
