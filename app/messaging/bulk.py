@@ -211,6 +211,19 @@ async def apply_outcomes(coordinator: Coordinator, session: AsyncSession, outcom
     await enqueue_batches(coordinator, retry)
 
 
+async def _finish(
+    session: AsyncSession, outcome: AttemptOutcome, column: str, values: dict[UUID, str], now: Any
+) -> None:
+    """Record ``outcome`` on the attempts of ``values``, each with its own value of ``column`` (one UPDATE)."""
+    if values:
+        await session.execute(
+            update(Attempt)
+            .where(Attempt.id.in_(list(values)))
+            .values({"outcome": outcome, column: _by_id(Attempt.id, values), "finished_at": now, "updated_at": now})
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def record_outcomes(
     coordinator: Coordinator, session: AsyncSession, outcomes: Sequence[dict[str, Any]]
 ) -> tuple[list[Any], list[Any], list[Batch]]:
@@ -228,32 +241,10 @@ async def record_outcomes(
     now = utcnow()
     sent = [a for a in open_attempts if by_id[a.id]["outcome"] == "sent"]
     failed = [a for a in open_attempts if by_id[a.id]["outcome"] != "sent"]
-    if sent:
-        provider_ids = {a.id: str(by_id[a.id]["provider_message_id"]) for a in sent}
-        await session.execute(
-            update(Attempt)
-            .where(Attempt.id.in_(list(provider_ids)))
-            .values(
-                outcome=AttemptOutcome.SENT,
-                provider_message_id=_by_id(Attempt.id, provider_ids),
-                finished_at=now,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    if failed:
-        reasons = {a.id: str(by_id[a.id].get("reason") or "failed")[:1000] for a in failed}
-        await session.execute(
-            update(Attempt)
-            .where(Attempt.id.in_(list(reasons)))
-            .values(
-                outcome=AttemptOutcome.FAILED,
-                error=_by_id(Attempt.id, reasons),
-                finished_at=now,
-                updated_at=now,
-            )
-            .execution_options(synchronize_session=False)
-        )
+    provider_ids = {a.id: str(by_id[a.id]["provider_message_id"]) for a in sent}
+    await _finish(session, AttemptOutcome.SENT, "provider_message_id", provider_ids, now)
+    reasons = {a.id: str(by_id[a.id].get("reason") or "failed")[:1000] for a in failed}
+    await _finish(session, AttemptOutcome.FAILED, "error", reasons, now)
     groups: dict[tuple[UUID, str], list[Any]] = defaultdict(list)
     for a in sent:
         groups[(a.organization_id, a.service)].append(a)
