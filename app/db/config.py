@@ -127,8 +127,7 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
     starts with ``BEGIN IMMEDIATE``: it holds the single write lock *before* reading. A transaction that
     reads first and writes later cannot wait: if another connection commits in between, SQLite refuses
     its first write at once with "database is locked" (its snapshot is stale), and every later write of
-    that transaction too. The session must not be
-    inside a transaction already.
+    that transaction too. The session must not be inside a transaction already.
     """
     if session.in_transaction():  # pragma: no cover - a programming error
         raise RuntimeError("write_transaction() needs a session outside any transaction")

@@ -34,8 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from app import metrics
 from app.clock import utcnow
 from app.db.group_commit import group_commit
-from app.messaging import credits, state
-from app.messaging.coordinator import Plan
+from app.messaging import bulk, credits, state
+from app.messaging.coordinator import Plan, apply_row
 from app.messaging.models import Attempt, AttemptOutcome, IdempotencyKey, Message, MessageState
 
 _MESSAGE_COLUMNS = tuple(c.key for c in Message.__table__.columns if c.key != "sa_orm_sentinel")
@@ -53,30 +53,15 @@ class WriteSet:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-def _attempt_rows(item: WriteSet, now: Any) -> list[dict[str, Any]]:
-    m, plan = item.message, item.plan
-    base = {"organization_id": m.organization_id, "message_id": m.id, "started_at": now, "created_at": now}
-    rows = [
-        {**base, "id": uuid4(), "seq": seq, "service": name, "outcome": AttemptOutcome.FAILED}
-        | {"error": reason, "finished_at": now, "updated_at": now, "provider_message_id": None, "job_key": None}
-        for seq, name, reason in plan.skipped
-    ]
-    if plan.service is not None:
-        rows.append(
-            {**base, "id": uuid4(), "seq": plan.seq, "service": plan.service, "outcome": AttemptOutcome.PENDING}
-            | {"error": None, "finished_at": None, "updated_at": now, "provider_message_id": None, "job_key": None}
-        )
-    return rows
-
-
 async def write_all(session: AsyncSession, items: Sequence[WriteSet]) -> list[tuple[Any, list[dict[str, Any]]]]:
     """The writes of ``items`` in the session's write transaction (which the caller commits): for each item
     its message's columns after the move, and its attempts' rows. Assigns nothing to the items (the
     transaction may yet fail)."""
     now = utcnow()
-    for item in items:
-        item.message.created_at = item.message.updated_at = now
-    await session.execute(insert(Message), [{k: getattr(i.message, k) for k in _MESSAGE_COLUMNS} for i in items])
+    stamps = {"created_at": now, "updated_at": now}
+    await session.execute(
+        insert(Message), [{k: getattr(i.message, k) for k in _MESSAGE_COLUMNS} | stamps for i in items]
+    )
     keys = [
         {"id": uuid4(), "organization_id": i.message.organization_id, "key": key, "request_hash": digest}
         | {"message_id": i.message.id, "created_at": now, "updated_at": now}
@@ -86,7 +71,7 @@ async def write_all(session: AsyncSession, items: Sequence[WriteSet]) -> list[tu
     ]
     if keys:
         await session.execute(insert(IdempotencyKey), keys)
-    attempts = [row for i in items for row in _attempt_rows(i, now)]
+    attempts = [row for i in items for row in bulk.plan_rows(i.message, i.plan, now)]
     if attempts:  # (message_id, seq) is unique
         await session.execute(insert(Attempt), attempts)
     sending: dict[str, list[UUID]] = defaultdict(list)
@@ -123,8 +108,7 @@ async def write_all(session: AsyncSession, items: Sequence[WriteSet]) -> list[tu
 def settle(item: WriteSet, written: tuple[Any, list[dict[str, Any]]]) -> None:
     """Give a committed write set its message's values after the move, and its attempts."""
     row, attempts = written
-    for key, value in row.items():
-        setattr(item.message, "reply_to_id" if key == "reply_to" else key, value)
+    apply_row(item.message, row)
     item.attempts = [Attempt(**row) for row in attempts]
     for a in item.attempts:
         if a.outcome == AttemptOutcome.FAILED:

@@ -29,7 +29,7 @@ from app.db.config import write_transaction
 from app.db.group_commit import group_commit
 from app.logging import get_logger
 from app.messaging import credits, state
-from app.messaging.coordinator import Coordinator, KnownCredentials
+from app.messaging.coordinator import Coordinator, KnownCredentials, Plan
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.queues import (
     BLAST_QUEUE,
@@ -67,6 +67,24 @@ def _by_id(column: Any, values: dict[UUID, str]) -> Any:
 
 def _chunks(items: list[UUID], size: int) -> list[list[UUID]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def plan_rows(message: Message, plan: Plan, now: Any) -> list[dict[str, Any]]:
+    """The attempt rows of ``plan`` for ``message`` (for one multi-row INSERT): the skipped services as
+    failed attempts, then the pending one if a service can carry it (last)."""
+    base = {"organization_id": message.organization_id, "message_id": message.id, "started_at": now}
+    base |= {"created_at": now, "provider_message_id": None, "job_key": None}
+    rows = [
+        {**base, "id": uuid4(), "seq": seq, "service": name, "outcome": AttemptOutcome.FAILED}
+        | {"error": reason, "finished_at": now, "updated_at": now}
+        for seq, name, reason in plan.skipped
+    ]
+    if plan.service is not None:
+        rows.append(
+            {**base, "id": uuid4(), "seq": plan.seq, "service": plan.service, "outcome": AttemptOutcome.PENDING}
+            | {"error": None, "finished_at": None, "updated_at": now}
+        )
+    return rows
 
 
 async def hand_off(coordinator: Coordinator, session: AsyncSession, message_ids: Sequence[UUID]) -> list[Batch]:
@@ -136,20 +154,12 @@ async def hand_off(coordinator: Coordinator, session: AsyncSession, message_ids:
             credentials=known.get(m.organization_id),
             stopped=m.blast_id in stopped,
         )
-        base = {"organization_id": m.organization_id, "message_id": m.id, "started_at": now, "created_at": now}
-        for seq, name, reason in plan.skipped:
-            attempts.append(
-                {**base, "id": uuid4(), "seq": seq, "service": name, "outcome": AttemptOutcome.FAILED}
-                | {"error": reason, "finished_at": now, "updated_at": now, "job_key": None}
-            )
+        rows = plan_rows(m, plan, now)
+        attempts.extend(rows)
         if plan.service is None:
             failing[(m.organization_id, (plan.fail or "empty chain")[:500])].append(m.id)
             continue
-        attempt_id = uuid4()
-        attempts.append(
-            {**base, "id": attempt_id, "seq": plan.seq, "service": plan.service, "outcome": AttemptOutcome.PENDING}
-            | {"error": None, "finished_at": None, "updated_at": now, "job_key": None}
-        )
+        attempt_id = rows[-1]["id"]
         sending[plan.service].append(m.id)
         starting[(m.organization_id, plan.service)].append(attempt_id)
     batches = [

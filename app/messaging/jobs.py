@@ -83,7 +83,7 @@ class _Send:
     blast_id: UUID | None = None
 
 
-Event = dict[str, Any]
+Event = bulk.Event
 
 
 async def _credentials(ctx: MessagingContext, session: AsyncSession, organization_id: UUID, service: str) -> Any:
