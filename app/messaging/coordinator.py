@@ -176,9 +176,19 @@ class Coordinator:
         plan.fail = "every service of the chain failed" if message.route else "empty chain"
         return plan
 
-    async def plan_for(self, session: AsyncSession, message: Message, contact: Contact | None, seq: int = 0) -> Plan:
-        """Reads only: what :meth:`plan` decides for one message, with what it needs read from the database."""
-        org = await session.get(Organization, message.organization_id)
+    async def plan_for(
+        self,
+        session: AsyncSession,
+        message: Message,
+        contact: Contact | None,
+        seq: int = 0,
+        *,
+        org: Organization | None = None,
+    ) -> Plan:
+        """Reads only: what :meth:`plan` decides for one message, with what it needs read from the database
+        (``org``: the message's organization if the caller read it already)."""
+        if org is None:
+            org = await session.get(Organization, message.organization_id)
         statuses = await self.statuses(session)
         creds = scoped(
             CredentialService, session, message.organization_id, settings=self.settings, registry=self.registry

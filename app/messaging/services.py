@@ -22,7 +22,8 @@ from app.contacts.services import ContactService
 from app.db.config import closing_writes
 from app.db.scoping import OrgScopedRepository, OrgScopedService
 from app.errors import Conflict, ValidationProblem
-from app.messaging import credits, templating
+from app.messaging import accept_read, credits, templating
+from app.messaging.accept_read import NO_CHAIN
 from app.messaging.accepting import WriteSet, write_accepted
 from app.messaging.coordinator import Coordinator, Plan, pending_of
 from app.messaging.models import (
@@ -36,12 +37,6 @@ from app.messaging.models import (
 )
 from app.servicehost.registry import service_statuses
 from app.tenants.models import Organization
-
-NO_CHAIN = (
-    "No servicechain given, and neither the contact nor the organization has a default one. Name a chain "
-    "for the message (servicechain_id), or have an org admin choose the organization's default servicechain "
-    "under Settings (/settings, or PATCH /api/v1/organization)."
-)
 
 
 class ServicechainRepository(OrgScopedRepository[Servicechain]):
@@ -127,6 +122,14 @@ def request_hash(body: msgspec.Struct) -> str:
     return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
 
 
+async def render(content: str, contact: Contact) -> str:
+    """``content`` rendered for ``contact`` (a template error is the request's 422)."""
+    try:
+        return await templating.render_in_thread(content, contact)
+    except templating.TemplateProblem as exc:
+        raise ValidationProblem(str(exc), "content") from exc
+
+
 class MessageService(OrgScopedService[Message]):
     repository_type = MessageRepository
 
@@ -155,10 +158,7 @@ class MessageService(OrgScopedService[Message]):
     async def render_for(self, contact_id: UUID, content: str) -> tuple[Contact, str]:
         contacts = ContactService(session=self.session, organization_id=self.organization_id)
         contact = await contacts.get(contact_id, load=[noload(Contact.categories)])
-        try:
-            return contact, await templating.render_in_thread(content, contact)
-        except templating.TemplateProblem as exc:
-            raise ValidationProblem(str(exc), "content") from exc
+        return contact, await render(content, contact)
 
     async def accept(
         self, data: Any, idempotency_key: str | None = None, digest: str | None = None
@@ -182,9 +182,9 @@ class MessageService(OrgScopedService[Message]):
             existing = await self._replay(idempotency_key, digest or "")
             if existing is not None:
                 return existing, None, []
-        contact, content = await self.render_for(data.contact_id, data.content)
-        chains = ServicechainService(session=self.session, organization_id=self.organization_id)
-        chain = await chains.resolve(data.servicechain_id, contact)
+        accepting = await accept_read.read(self.repository, data.contact_id, data.servicechain_id)
+        contact = accepting.contact
+        content = await render(data.content, contact)
         if data.reply_to is not None:
             await self.get(data.reply_to)
         send_at = data.send_at
@@ -195,10 +195,10 @@ class MessageService(OrgScopedService[Message]):
             id=uuid4(),
             organization_id=self.organization_id,
             contact_id=contact.id,
-            servicechain_id=chain.id,
+            servicechain_id=accepting.chain_id,
             direction=Direction.OUTGOING,
             state=MessageState.PENDING,
-            route=list(chain.services),
+            route=accepting.services,
             content=content,
             reply_to_id=data.reply_to,
             send_at=send_at,
@@ -206,7 +206,7 @@ class MessageService(OrgScopedService[Message]):
         )
         plan = None
         if coordinator is not None and send_at is None:  # the reads, before the write transaction
-            plan = await coordinator.plan_for(self.session, message, contact)
+            plan = await coordinator.plan_for(self.session, message, contact, org=accepting.organization)
         attempts: list[Attempt] = []
         idempotency = (idempotency_key, digest or "") if idempotency_key else None
         engine = self.session.bind
