@@ -192,6 +192,7 @@ async def pipeline(
                     if r.status_code != 201:
                         raise SystemExit(f"POST /messages answered {r.status_code}: {r.text}")
 
+            web_cpu, workers_cpu = cpu_seconds(procs[-1:]), cpu_seconds(procs[:-1])
             start = time.perf_counter()
             await asyncio.gather(*(post_one() for _ in range(n)))
             accepted = time.perf_counter() - start
@@ -205,6 +206,7 @@ async def pipeline(
 
             await wait_until(done, 600)
             elapsed = time.perf_counter() - start
+            web_cpu, workers_cpu = cpu_seconds(procs[-1:]) - web_cpu, cpu_seconds(procs[:-1]) - workers_cpu
     finally:
         stop(procs)
         await engine.dispose()
@@ -212,7 +214,28 @@ async def pipeline(
         f"  {n} POST /messages accepted in {accepted:.2f}s ({n / accepted:.0f}/s, {clients} concurrent clients);"
         f" all MSG_SENT after {elapsed:.2f}s"
     )
+    print(
+        f"  CPU per message: web {web_cpu / n * 1000:.1f} ms ({web_cpu / elapsed:.0%} of a core),"
+        f" workers {workers_cpu / n * 1000:.1f} ms ({workers_cpu / elapsed:.0%})"
+    )
     return n / elapsed
+
+
+def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds of ``procs`` and their children so far: the figure a noisy machine
+    disturbs least (throughput moves with whatever else runs; the CPU a message costs hardly does)."""
+    import psutil
+
+    total = 0.0
+    for proc in procs:
+        parent = psutil.Process(proc.pid)
+        for part in (parent, *parent.children(recursive=True)):
+            try:
+                times = part.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+    return total
 
 
 def free_port() -> int:

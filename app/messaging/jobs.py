@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -28,21 +27,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import metrics
 from app.clock import utcnow
-from app.contacts.models import Contact
 from app.db.config import database_message, is_connection_error
 from app.logging import get_logger
-from app.messaging import bulk, rollup
+from app.messaging import bulk, preparing, rollup
 from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.messaging.receipts import apply_receipt, receipt_of, replay_later
-from app.messaging.usable import plugin_here
-from app.plugins.base import ContactInfo, OutgoingMessage, Plugin, PluginError
+from app.plugins.base import PluginError
 from app.queues import BLAST_QUEUE, EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
 from app.servicehost.ratelimit import SCHEDULE_AHEAD, SCHEDULE_SLACK, SendLimiter, Turn, lane_width
 from app.servicehost.registry import PluginRegistry
-from app.servicehost.services import CredentialService
-from app.tenants.deps import scoped
-from app.tenants.models import Organization
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -60,105 +54,21 @@ class MessagingContext(JobContext):
     coordinator: Coordinator
     #: the send rates of every (service, organization), shared with the other workers in Redis
     limiter: SendLimiter
+    #: the organizations' credentials, decrypted once (:class:`preparing.CredentialsMemo`)
+    credentials: preparing.CredentialsMemo
 
 
 #: a send job still queued or running after this long is given up as lost
 LOST_AFTER = timedelta(minutes=15)
 
 
-#: the contact's columns a plugin gets (:class:`ContactInfo`), besides its id
-_CONTACT_FIELDS = ("title", "first_name", "surname", "phone", "email", "telegram_chat_id")
-
-
-@dataclass
-class _Send:
-    """One plugin call, ready: everything read from the database beforehand."""
-
-    attempt_id: UUID
-    service: str
-    plugin: Plugin
-    outgoing: OutgoingMessage
-    address: str | None
-    credentials: Any
-    blast_id: UUID | None = None
-
-
 Event = bulk.Event
+Send = preparing.Send
+#: the plugin calls ready, and the events of the attempts that cannot be sent
+Prepared = tuple[list[Send], dict[UUID, Event]]
 
 
-async def _credentials(ctx: MessagingContext, session: AsyncSession, organization_id: UUID, service: str) -> Any:
-    """The organization's decrypted credentials for ``service``, or the failure event if they are unusable."""
-    credentials_service = scoped(
-        CredentialService, session, organization_id, settings=ctx["settings"], registry=ctx["registry"]
-    )
-    try:
-        return await credentials_service.get_decrypted(service)
-    except PluginError as exc:  # undecryptable, or no longer valid for the plugin
-        return {"outcome": "failed", "reason": f"credentials unreadable: {exc}"}
-    except Exception as exc:  # unreadable credentials are this attempt's failure, never the worker's
-        if is_connection_error(exc):
-            raise
-        return {"outcome": "failed", "reason": f"credentials unreadable: {type(exc).__name__}"}
-
-
-async def _prepare(
-    ctx: MessagingContext, session: AsyncSession, attempt_ids: list[UUID]
-) -> tuple[list[_Send], dict[UUID, Event]]:
-    """The plugin calls of the pending attempts among ``attempt_ids`` (read in one query whatever their
-    number: plain columns, no ORM objects — a batch's reads were a tenth of a worker's time in UUID
-    and instance building), and the events of those that cannot be sent. Attempts no longer pending are
-    left out."""
-    rows = await session.execute(
-        select(
-            Attempt.id,
-            Attempt.service,
-            Message.id.label("message_id"),
-            Message.organization_id,
-            Message.content,
-            Message.blast_id,
-            Contact.id.label("contact_id"),
-            *(getattr(Contact, field) for field in _CONTACT_FIELDS),
-            Organization.name.label("organization_name"),
-        )
-        .select_from(Attempt)
-        .outerjoin(Message, Message.id == Attempt.message_id)
-        .outerjoin(Contact, Contact.id == Message.contact_id)
-        .outerjoin(Organization, Organization.id == Message.organization_id)
-        .where(Attempt.id.in_(attempt_ids), Attempt.outcome == AttemptOutcome.PENDING)
-    )
-    known: dict[tuple[UUID, str], Any] = {}
-    sends: list[_Send] = []
-    events: dict[UUID, Event] = {}
-    for row in rows:
-        if row.message_id is None or row.contact_id is None:
-            events[row.id] = {"outcome": "failed", "reason": "message or contact no longer exists"}
-            continue
-        plugin = plugin_here(ctx["registry"], row.service)
-        if isinstance(plugin, str):
-            events[row.id] = {"outcome": "failed", "reason": plugin}
-            continue
-        pair = (row.organization_id, row.service)
-        if pair not in known:
-            known[pair] = await _credentials(ctx, session, *pair)
-        credentials = known[pair]
-        if isinstance(credentials, dict) and credentials.get("outcome") == "failed":
-            events[row.id] = credentials
-            continue
-        contact = ContactInfo(id=row.contact_id, **{field: getattr(row, field) for field in _CONTACT_FIELDS})
-        outgoing = OutgoingMessage(
-            id=row.message_id,
-            organization_id=row.organization_id,
-            content=row.content,
-            contact=contact,
-            subject=f"Message from {row.organization_name}" if row.organization_name else "Message",
-        )
-        field = plugin.info.address_field
-        address = getattr(contact, field) if field else None
-        sends.append(_Send(row.id, row.service, plugin, outgoing, address, credentials, row.blast_id))
-    return sends, events
-
-
-async def _call(send: _Send, seconds: float) -> Event:
+async def _call(send: Send, seconds: float) -> Event:
     """Call the plugin once; what happened, as an event."""
     try:
         sending = send.plugin.send(send.outgoing, send.address, send.credentials)
@@ -176,7 +86,7 @@ async def _call(send: _Send, seconds: float) -> Event:
     return {"outcome": "sent", "provider_message_id": provider_id.strip()}
 
 
-async def before_send(ctx: MessagingContext, send: _Send, until: float) -> Turn:
+async def before_send(ctx: MessagingContext, send: Send, until: float) -> Turn:
     """Right before each plugin call of a ``send_batch`` job: its turn in the lane of blast traffic under the
     service's rate (shared by every worker in Redis, behind single messages), slept for; not ``reserved``
     when it could not be had by ``until`` (epoch seconds). The batch's heartbeat keeps beating meanwhile."""
@@ -201,12 +111,17 @@ async def _when_reachable(read: Callable[[], Awaitable[T]], attempts: int) -> T:
         delay = min(delay * 2, 2.0)
 
 
-async def _prepare_when_reachable(
-    ctx: MessagingContext, attempt_ids: list[UUID]
-) -> tuple[list[_Send], dict[UUID, Event]]:
+async def _prepare(ctx: MessagingContext, session: AsyncSession, attempt_ids: list[UUID]) -> Prepared:
+    """:func:`preparing.prepare` with this process's plugins and credentials memo."""
+    return await preparing.prepare(
+        session, attempt_ids, settings=ctx["settings"], registry=ctx["registry"], memo=ctx["credentials"]
+    )
+
+
+async def _prepare_when_reachable(ctx: MessagingContext, attempt_ids: list[UUID]) -> Prepared:
     """:func:`_prepare` in a session of its own, through :func:`_when_reachable`."""
 
-    async def read() -> tuple[list[_Send], dict[UUID, Event]]:
+    async def read() -> Prepared:
         async with ctx["sessions"]() as session:
             return await _prepare(ctx, session, attempt_ids)
 
@@ -360,7 +275,7 @@ async def send_batch(
     try:
         ids = [UUID(a) for a in attempt_ids]
 
-        async def read() -> tuple[list[_Send], dict[UUID, Event], set[UUID]]:
+        async def read() -> tuple[list[Send], dict[UUID, Event], set[UUID]]:
             async with ctx["sessions"]() as session:
                 sends, events = await _prepare(ctx, session, ids)
                 blasts = {s.blast_id for s in sends if s.blast_id is not None}
@@ -374,7 +289,7 @@ async def send_batch(
         rate = await ctx["limiter"].rate(sends[0].service, sends[0].outgoing.organization_id) if sends else None
         gate = asyncio.Semaphore(lane_width(rate, settings.rate_max_wait, SEND_CONCURRENCY))
 
-        async def one(send: _Send) -> None:
+        async def one(send: Send) -> None:
             async with gate:
                 if free_at:  # the batch is deferred: no more sends
                     return

@@ -127,6 +127,7 @@ class CredentialService(OrgScopedService[ServiceCredential]):
             entry = self.registry.entry(name)
             reason = entry.reason if entry else "not installed"
             raise Conflict(f"The {name} service is blacklisted ({reason}); credentials cannot be checked now.")
+
         async def check(credentials: Any) -> Any:
             await plugin.validate_credentials(credentials)
             # what the provider needs registered for this organization (Telegram: its webhook)
@@ -173,13 +174,16 @@ class CredentialService(OrgScopedService[ServiceCredential]):
         used: undecryptable, bound to another organization, or no longer valid for the plugin's type.
         """
         row = await self._row(name)
-        if row is None:
-            return None
+        return None if row is None else self.decode(name, row.ciphertext)
+
+    def decode(self, name: str, ciphertext: str) -> Any:
+        """This organization's stored credentials ``ciphertext`` for ``name`` as the plugin's credentials type
+        (:meth:`get_decrypted`'s rules; the workers read the ciphertext with their attempts)."""
         entry = self.registry.entry(name)
         if entry is None or entry.info is None:
             raise CredentialsUnavailable(f"The {name} service is not installed or failed to load.")
         ctype = entry.info.credentials_type
-        raw = self.cipher.decrypt(self.organization_id, name, row.ciphertext)
+        raw = self.cipher.decrypt(self.organization_id, name, ciphertext)
         if ctype is None:
             return raw
         try:

@@ -23,6 +23,7 @@ from app.logging import get_logger
 from app.messaging import jobs as messaging_jobs
 from app.messaging.coordinator import Coordinator
 from app.messaging.jobs import MessagingContext
+from app.messaging.preparing import CredentialsMemo
 from app.queues import BLAST_QUEUE, DEFAULT_QUEUE, EVENTS_QUEUE, SEND_QUEUE, WEBHOOKS_QUEUE, make_queues
 from app.servicehost.jobs import CRON_JOBS as PLUGIN_CRON_JOBS
 from app.servicehost.jobs import recheck_plugins
@@ -63,7 +64,7 @@ class QueueWorker(Worker[WorkerContext]):
 
 def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
     queues = make_queues(settings)
-    built: list[tuple[async_sessionmaker[AsyncSession], PluginRegistry, Coordinator, SendLimiter]] = []
+    built: list[tuple[async_sessionmaker[AsyncSession], PluginRegistry, Coordinator, SendLimiter, CredentialsMemo]] = []
     lock = asyncio.Lock()
 
     async def startup(ctx: WorkerContext) -> None:
@@ -83,14 +84,15 @@ def make_workers(settings: Settings, engine: AsyncEngine) -> list[QueueWorker]:
                 limiter = SendLimiter.from_url(
                     settings.redis.url, prefix=settings.redis.queue_prefix, registry=registry, sessions=sessions
                 )
-                built.append((sessions, registry, coordinator, limiter))
-        sessions, registry, coordinator, limiter = built[0]
+                built.append((sessions, registry, coordinator, limiter, CredentialsMemo()))
+        sessions, registry, coordinator, limiter, credentials = built[0]
         ctx["settings"] = settings
         ctx["sessions"] = sessions
         ctx["queues"] = queues
         ctx["registry"] = registry
         ctx["coordinator"] = coordinator
         ctx["limiter"] = limiter
+        ctx["credentials"] = credentials
 
     async def shutdown(ctx: WorkerContext) -> None:
         if built:  # its connections close; one still in use by another worker reconnects
