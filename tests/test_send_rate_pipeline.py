@@ -100,10 +100,13 @@ async def test_rates_hold_across_two_workers_and_the_org_rate_beats_the_default(
         assert len(attempts) == count and {x.outcome for x in attempts} == {AttemptOutcome.SENT}
         calls = [paced_plugin.sent_at(x.provider_message_id or "") for x in attempts]
         moments = [moment for _, moment in calls]
-        # evenly spaced: no second holds more than the rate (one more at a window's edge, for timing)
+        # evenly spaced: no second holds more than the rate. The limiter grants slots; the plugin records
+        # when its call ran, which a worker starved of CPU (2 cores: two workers, PostgreSQL, Redis, this
+        # test) may run late, next to the following slot's call: one more at a window's edge and one more
+        # for a late call. A limiter that let a burst through fails this; the span below bounds the mean.
         ordered = sorted(moments)
         gaps = [round(later - earlier, 3) for earlier, later in itertools.pairwise(ordered)]
-        assert most_in_a_second(moments) <= rate + 1, gaps
+        assert most_in_a_second(moments) <= rate + 2, gaps
         assert max(moments) - min(moments) >= (count - 1) / rate - 0.3
         # the attempts' own records agree (finished when the coordinator applied the send)
         finished = [x.finished_at.timestamp() for x in attempts if x.finished_at]

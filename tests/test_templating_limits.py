@@ -184,7 +184,12 @@ async def test_api_answers_422_on_content_for_every_hostile_template(
     chain = await setup_chain(client, t, ["log"])
     contact = await new_contact(client, t, title="Dr")
     for content, reason in [c for c in HOSTILE if len(c[0]) <= 10_000]:
-        for path, extra in (("/api/v1/messages/preview", {}), ("/api/v1/messages", {"servicechain_id": chain})):
+        # the content answers first, with a chain and without one (no default chain here either)
+        for path, extra in (
+            ("/api/v1/messages/preview", {}),
+            ("/api/v1/messages", {"servicechain_id": chain}),
+            ("/api/v1/messages", {}),
+        ):
             r = await client.post(path, json={"contact_id": contact, "content": content, **extra}, headers=t.user)
             assert r.status_code == 422, (path, content, r.text)
             assert r.headers["content-type"].startswith("application/problem+json")

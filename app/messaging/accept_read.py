@@ -56,12 +56,21 @@ _CONTACT_ID, _REQUESTED = "accept_contact_id", "accept_servicechain_id"
 @dataclass(frozen=True)
 class Accepting:
     """What the accept read: the contact and its organization (transient: no session holds them), and the
-    chain the message goes through (id and services)."""
+    chain the message goes through (id and services) — or why none does, raised by :meth:`chain` only once
+    the content has been checked, so a request wrong in both answers for its content first, as it always has."""
 
     contact: Contact
     organization: Organization
-    chain_id: UUID
+    chain_id: UUID | None
     services: list[str]
+    chain_problem: NotFound | ValidationProblem | None = None
+
+    def chain(self) -> tuple[UUID, list[str]]:
+        """The chain's id and services; raises :class:`NotFound` (404) for a chain that is not the
+        organization's and :class:`ValidationProblem` (422) when no chain applies."""
+        if self.chain_problem is not None or self.chain_id is None:
+            raise self.chain_problem or ValidationProblem(NO_CHAIN, "servicechain_id")
+        return self.chain_id, self.services
 
 
 @functools.cache
@@ -87,16 +96,17 @@ def statement() -> Select[Any]:
 
 async def read(repository: OrgScopedRepository[Any], contact_id: UUID, requested_chain: UUID | None) -> Accepting:
     """The contact ``contact_id`` of ``repository``'s organization, its organization and the message's chain.
-    Raises :class:`NotFound` (404) for a contact or a chain that is not the organization's, and
-    :class:`ValidationProblem` (422) when no chain applies."""
+    Raises :class:`NotFound` (404) for a contact that is not the organization's; a missing chain is
+    :meth:`Accepting.chain`'s to raise."""
     rows = await repository.run(statement(), {_CONTACT_ID: contact_id, _REQUESTED: requested_chain})
     if not rows:
         raise NotFound("No contact with this id in your organization.")
     row = rows[0]
+    problem: NotFound | ValidationProblem | None = None
     if row.chosen_chain_id is None:
-        raise ValidationProblem(NO_CHAIN, "servicechain_id")
-    if row.chain_id is None:
-        raise NotFound("No servicechain with this id in your organization.")
+        problem = ValidationProblem(NO_CHAIN, "servicechain_id")
+    elif row.chain_id is None:
+        problem = NotFound("No servicechain with this id in your organization.")
     contact = Contact(**{name: getattr(row, name) for name in CONTACT_COLUMNS})
     organization = Organization(id=row.organization_id, suspended=row.suspended)
-    return Accepting(contact, organization, row.chain_id, list(row.chain_services or []))
+    return Accepting(contact, organization, row.chain_id, list(row.chain_services or []), problem)

@@ -184,7 +184,8 @@ class MessageService(OrgScopedService[Message]):
                 return existing, None, []
         accepting = await accept_read.read(self.repository, data.contact_id, data.servicechain_id)
         contact = accepting.contact
-        content = await render(data.content, contact)
+        content = await render(data.content, contact)  # the content's 422 first, then the chain's problem
+        chain_id, route = accepting.chain()
         if data.reply_to is not None:
             await self.get(data.reply_to)
         send_at = data.send_at
@@ -195,10 +196,10 @@ class MessageService(OrgScopedService[Message]):
             id=uuid4(),
             organization_id=self.organization_id,
             contact_id=contact.id,
-            servicechain_id=accepting.chain_id,
+            servicechain_id=chain_id,
             direction=Direction.OUTGOING,
             state=MessageState.PENDING,
-            route=accepting.services,
+            route=route,
             content=content,
             reply_to_id=data.reply_to,
             send_at=send_at,
