@@ -12,13 +12,17 @@ stays the source of truth.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import saq.queue.redis
 from saq import Queue, Status
 from saq.types import Context
+from saq.utils import now as now_ms
+from saq.utils import seconds
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.config import Settings
@@ -34,8 +38,35 @@ QUEUE_NAMES = (DEFAULT_QUEUE, SEND_QUEUE, BLAST_QUEUE, EVENTS_QUEUE, WEBHOOKS_QU
 
 #: ``send_password_reset`` (app/tenants/jobs.py), enqueued by app/tenants/flows.py
 PASSWORD_RESET_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 2.0, "retry_backoff": True}
-#: ``message_sent`` / ``attempt_failed`` (app/messaging/jobs.py), enqueued by the send job
-EVENT_JOB_OPTIONS: dict[str, Any] = {"timeout": 60, "retries": 5, "retry_delay": 1.0, "retry_backoff": True}
+
+
+def event_job_options(heartbeat: int) -> dict[str, Any]:
+    """``message_sent`` / ``attempt_failed`` / ``apply_outcomes`` (app/messaging/jobs.py), enqueued by the send
+    jobs and the sweep. Applying an event twice changes nothing, so a run that dies is run again (5 in
+    all); the heartbeat (:func:`beating`) makes a dead worker's event job found within seconds, where its
+    timeout alone left a blast batch's outcomes unapplied for a minute."""
+    return {"timeout": 60, "heartbeat": heartbeat, "retries": 5, "retry_delay": 1.0, "retry_backoff": True}
+
+
+@contextlib.asynccontextmanager
+async def beating(job: Any) -> AsyncIterator[None]:
+    """While the block runs, ``job`` (SAQ's, ``ctx["job"]``; None: called directly) proves its worker alive
+    three times per heartbeat; an update in flight lands before the block ends (and the job is finished)."""
+    if job is None or not job.heartbeat:
+        yield
+        return
+
+    async def beat(every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await job.update()
+
+    task = asyncio.create_task(beat(max(job.heartbeat / 3, 0.5)))
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 #: ``replay_receipt`` (app/messaging/jobs.py): a receipt that came before the send's own event, tried again
@@ -103,15 +134,25 @@ class RedisQueue(saq.queue.redis.RedisQueue):
     marked aborted, or cancelled by its own worker a second later: a send job's attempt then reads as
     lost, and the chain may send again (docs/decisions/0004, 0036). Here a job not yet active is taken
     for an orphan only once it has been seen so for :data:`ORPHAN_AFTER`; stuck active jobs (timeout,
-    heartbeat) are swept at once, as by SAQ. The rest is SAQ's ``RedisQueue.sweep`` (saq 0.26)."""
+    heartbeat) are swept at once, as by SAQ. The rest is SAQ's ``RedisQueue.sweep`` (saq 0.26).
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    One sweep per :attr:`sweep_lock` seconds across every worker, not SAQ's 60 (its workers call
+    ``sweep()`` with the default): SAQ's lock, taken by the last sweep of a worker that then died, kept
+    every other worker from sweeping its stuck jobs for up to a minute, however short the heartbeat —
+    a blast batch of a killed worker waited ~60 s before it was taken for lost and went on. Nor does it
+    wait, as SAQ does, ``abort`` seconds per job for a dead worker to stop it: five sends of a killed
+    worker took 25 s to be swept."""
+
+    def __init__(self, *args: Any, sweep_lock: int = 60, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        #: seconds between two sweeps of this queue by any worker (:func:`make_queue`: the sweep interval)
+        self.sweep_lock = sweep_lock
         self._not_active_since: dict[bytes, float] = {}
 
-    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+    async def sweep(self, lock: int | None = None, abort: float = 5.0) -> list[str]:
         if not self._cleanup_script:
             self._cleanup_script = self.redis.register_script(_SWEEP_SCRIPT)
+        lock = self.sweep_lock if lock is None else lock
         id_jobs = await self._cleanup_script(keys=[self._sweep, self._active], args=[lock], client=self.redis)
         if not id_jobs:  # another worker holds the sweep's lock (or nothing is active)
             return []
@@ -134,9 +175,12 @@ class RedisQueue(saq.queue.redis.RedisQueue):
                 if now - since < ORPHAN_AFTER:
                     continue
             swept.append(job_id)
+            # SAQ waits ``abort`` seconds for the job's worker to stop it, one job after another; a worker
+            # that missed its heartbeat (or never started the job) is dead: nobody will, so no wait
+            dead = not job.stuck or (job.heartbeat and seconds(now_ms() - job.touched) > job.heartbeat)
             await self.abort(job, error=self.swept_error_message)
             with contextlib.suppress(TimeoutError):
-                await job.refresh(abort)
+                await job.refresh(None if dead else abort)
             if job.retryable:
                 await self.retry(job, error=self.swept_error_message)
             else:
@@ -158,8 +202,13 @@ return id_jobs
 
 
 def make_queue(settings: Settings, name: str = DEFAULT_QUEUE) -> Queue:
-    """The queue ``name`` under this deployment's prefix (``VOLUBLE_QUEUE_PREFIX``)."""
-    return RedisQueue.from_url(settings.redis.url, name=f"{settings.redis.queue_prefix}-{name}")
+    """The queue ``name`` under this deployment's prefix (``VOLUBLE_QUEUE_PREFIX``), swept at most once per
+    sweep interval (``VOLUBLE_SWEEP_SECONDS``) by all workers together."""
+    return RedisQueue.from_url(
+        settings.redis.url,
+        name=f"{settings.redis.queue_prefix}-{name}",
+        sweep_lock=max(1, settings.worker.sweep_seconds),
+    )
 
 
 def make_queues(settings: Settings) -> dict[str, Queue]:

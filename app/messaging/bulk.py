@@ -33,11 +33,11 @@ from app.messaging.coordinator import Coordinator, KnownCredentials, Plan
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.queues import (
     BLAST_QUEUE,
-    EVENT_JOB_OPTIONS,
     EVENTS_QUEUE,
     SEND_BATCH,
     batch_job_key,
     batch_job_options,
+    event_job_options,
 )
 from app.servicehost.services import CredentialService
 from app.tenants.deps import scoped
@@ -203,7 +203,7 @@ async def enqueue_batches(coordinator: Coordinator, batches: Sequence[Batch]) ->
 async def report_outcomes(coordinator: Coordinator, key: str, outcomes: list[dict[str, Any]]) -> None:
     """Hand a batch's outcomes to the ``events`` queue, as one job (applied by :func:`apply_outcomes`)."""
     await coordinator.queues[EVENTS_QUEUE].enqueue(
-        "apply_outcomes", outcomes=outcomes, key=f"event:{key}", **EVENT_JOB_OPTIONS
+        "apply_outcomes", outcomes=outcomes, key=f"event:{key}", **event_job_options(coordinator.heartbeat)
     )
 
 

@@ -34,7 +34,15 @@ from app.messaging.coordinator import Coordinator
 from app.messaging.models import Attempt, AttemptOutcome, Message, MessageState
 from app.messaging.receipts import apply_receipt, receipt_of, replay_later
 from app.plugins.base import PluginError
-from app.queues import BLAST_QUEUE, EVENT_JOB_OPTIONS, EVENTS_QUEUE, SEND_QUEUE, JobContext, send_job_key
+from app.queues import (
+    BLAST_QUEUE,
+    EVENTS_QUEUE,
+    SEND_QUEUE,
+    JobContext,
+    beating,
+    event_job_options,
+    send_job_key,
+)
 from app.servicehost.ratelimit import SCHEDULE_AHEAD, SCHEDULE_SLACK, SendLimiter, Turn, lane_width
 from app.servicehost.registry import PluginRegistry
 
@@ -155,7 +163,7 @@ async def report(ctx: MessagingContext, attempt_id: str, event: dict[str, Any]) 
             attempt_id=attempt_id,
             provider_message_id=event["provider_message_id"],
             key=f"event:{attempt_id}",
-            **EVENT_JOB_OPTIONS,
+            **event_job_options(ctx["coordinator"].heartbeat),
         )
     else:
         await queue.enqueue(
@@ -163,31 +171,16 @@ async def report(ctx: MessagingContext, attempt_id: str, event: dict[str, Any]) 
             attempt_id=attempt_id,
             reason=event["reason"],
             key=f"event:{attempt_id}",
-            **EVENT_JOB_OPTIONS,
+            **event_job_options(ctx["coordinator"].heartbeat),
         )
-
-
-async def _heartbeat(job: Any, every: float) -> None:
-    while True:
-        await asyncio.sleep(every)
-        await job.update()
 
 
 async def send_message(
     ctx: MessagingContext, *, attempt_id: str, turn_at: float | None = None
 ) -> dict[str, Any] | None:
     """``turn_at``: the moment of the turn under the service's rate this job holds (re-scheduled to it)."""
-    job = ctx.get("job")
-    beat = None
-    if job is not None and job.heartbeat:
-        beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
-    try:
+    async with beating(ctx.get("job")):  # finished (or re-enqueued, if it deferred itself) once it stopped
         event = await _attempt_send(ctx, UUID(attempt_id), turn_at)
-    finally:
-        if beat is not None:
-            beat.cancel()
-            # an update in flight lands before the job is finished (and re-enqueued, if it deferred itself)
-            await asyncio.gather(beat, return_exceptions=True)
     if event is not None and not await bulk.record_sent(ctx["coordinator"], ctx["sessions"], attempt_id, event):
         try:
             await report(ctx, attempt_id, event)
@@ -264,15 +257,12 @@ async def send_batch(
     for when the lane frees, ``earlier`` carrying the outcomes so far, ``deferrals`` counting them),
     so that a slow rate holds no worker and outlasts no timeout."""
     job = ctx.get("job")
-    beat = None
-    if job is not None and job.heartbeat:
-        beat = asyncio.create_task(_heartbeat(job, max(job.heartbeat / 3, 0.5)))
     coordinator = ctx["coordinator"]
     settings = ctx["settings"].worker
     # no send starts after this: the ones in flight end and the outcomes are reported within the timeout
     stop_by = time.time() + (job.timeout if job is not None and job.timeout else 86400) - settings.send_timeout - 20
     free_at: list[float] = []  # when the lane frees, once a send could not have its turn
-    try:
+    async with beating(job):
         ids = [UUID(a) for a in attempt_ids]
 
         async def read() -> tuple[list[Send], dict[UUID, Event], set[UUID]]:
@@ -300,9 +290,6 @@ async def send_batch(
                 events[send.attempt_id] = await _call(send, settings.send_timeout)
 
         await asyncio.gather(*(one(s) for s in sends))
-    finally:
-        if beat is not None:
-            beat.cancel()
     outcomes = [{"attempt_id": str(a), **e} for a, e in events.items()]
     key = job.key if job is not None else attempt_ids[0]
     if outcomes:
@@ -316,19 +303,19 @@ async def send_batch(
 
 
 async def apply_outcomes(ctx: MessagingContext, *, outcomes: list[Event]) -> None:
-    async with ctx["sessions"]() as session:
+    async with beating(ctx.get("job")), ctx["sessions"]() as session:
         await bulk.apply_outcomes(ctx["coordinator"], session, outcomes)
 
 
 async def message_sent(ctx: MessagingContext, *, attempt_id: str, provider_message_id: str) -> None:
     coordinator = ctx["coordinator"]
-    async with ctx["sessions"]() as session:
+    async with beating(ctx.get("job")), ctx["sessions"]() as session:
         await coordinator.on_sent(session, UUID(attempt_id), provider_message_id)
 
 
 async def attempt_failed(ctx: MessagingContext, *, attempt_id: str, reason: str) -> None:
     coordinator = ctx["coordinator"]
-    async with ctx["sessions"]() as session:
+    async with beating(ctx.get("job")), ctx["sessions"]() as session:
         await coordinator.on_failed(session, UUID(attempt_id), reason)
 
 
