@@ -61,15 +61,19 @@ class Accepting:
 
     contact: Contact
     organization: Organization
+    #: a chain was asked for, or the contact or the organization has a default one
+    chain_chosen: bool
+    #: the chosen chain, if it is the organization's
     chain_id: UUID | None
     services: list[str]
-    chain_problem: NotFound | ValidationProblem | None = None
 
     def chain(self) -> tuple[UUID, list[str]]:
-        """The chain's id and services; raises :class:`NotFound` (404) for a chain that is not the
-        organization's and :class:`ValidationProblem` (422) when no chain applies."""
-        if self.chain_problem is not None or self.chain_id is None:
-            raise self.chain_problem or ValidationProblem(NO_CHAIN, "servicechain_id")
+        """The chain's id and services; raises :class:`ValidationProblem` (422) when no chain applies and
+        :class:`NotFound` (404) for a chain that is not the organization's."""
+        if not self.chain_chosen:
+            raise ValidationProblem(NO_CHAIN, "servicechain_id")
+        if self.chain_id is None:
+            raise NotFound("No servicechain with this id in your organization.")
         return self.chain_id, self.services
 
 
@@ -102,11 +106,7 @@ async def read(repository: OrgScopedRepository[Any], contact_id: UUID, requested
     if not rows:
         raise NotFound("No contact with this id in your organization.")
     row = rows[0]
-    problem: NotFound | ValidationProblem | None = None
-    if row.chosen_chain_id is None:
-        problem = ValidationProblem(NO_CHAIN, "servicechain_id")
-    elif row.chain_id is None:
-        problem = NotFound("No servicechain with this id in your organization.")
     contact = Contact(**{name: getattr(row, name) for name in CONTACT_COLUMNS})
     organization = Organization(id=row.organization_id, suspended=row.suspended)
-    return Accepting(contact, organization, row.chain_id, list(row.chain_services or []), problem)
+    chosen = row.chosen_chain_id is not None
+    return Accepting(contact, organization, chosen, row.chain_id, list(row.chain_services or []))
